@@ -1,0 +1,86 @@
+"""The funnel's settings: one typed object that round-trips through a TOML file.
+
+`configs/default.toml` is this object written out with comments; every field has a
+description here, which `recfunnel config` prints.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field
+
+from recfunnel.features.candidates import CandidateFeaturesConfig
+from recfunnel.rank.lightgbm_ranker import LightGBMConfig
+from recfunnel.recall.cooccurrence import CooccurrenceConfig
+from recfunnel.recall.itemcf import ItemCFConfig
+from recfunnel.recall.popular import CategoryHotConfig, HotConfig, PopularConfig
+from recfunnel.recall.usercf import UserCFConfig
+from recfunnel.rerank.rules import RerankConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecallConfig(_Strict):
+    popular: PopularConfig = PopularConfig(quota=100)
+    hot: HotConfig = HotConfig(quota=100)
+    category_hot: CategoryHotConfig = CategoryHotConfig(quota=100)
+    itemcf: ItemCFConfig = ItemCFConfig(quota=300)
+    usercf: UserCFConfig = UserCFConfig(quota=200)
+    cooccur: CooccurrenceConfig = CooccurrenceConfig(quota=300)
+
+    def enabled(self) -> dict[str, object]:
+        return {name: cfg for name, cfg in self if getattr(cfg, "enabled", False)}
+
+
+class MergeConfig(_Strict):
+    pool_size: int = Field(500, ge=1, description="candidates kept after merging all channels")
+
+
+class RankConfig(_Strict):
+    model: Literal["lightgbm", "none"] = Field(
+        "lightgbm", description="'none' keeps the merged recall order"
+    )
+    train_steps: int = Field(
+        3, ge=1, description="last interactions per user held out to build ranker training queries"
+    )
+    negatives_per_query: int = Field(
+        200, ge=1, description="pool negatives sampled per training query (the positive is always kept)"
+    )
+    features: CandidateFeaturesConfig = CandidateFeaturesConfig()
+    lightgbm: LightGBMConfig = LightGBMConfig()
+
+
+class FunnelConfig(_Strict):
+    n: int = Field(10, ge=1, description="items in the final list")
+    seed: int = 0
+    recall: RecallConfig = RecallConfig()
+    merge: MergeConfig = MergeConfig()
+    rank: RankConfig = RankConfig()
+    rerank: RerankConfig = RerankConfig()
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "FunnelConfig":
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{p}: not valid TOML: {e}") from e
+        return cls.model_validate(data)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json"))
+
+
+def default_config_path() -> Path:
+    return Path(__file__).parent / "configs" / "default.toml"
+
+
+def load_config(path: str | Path | None) -> FunnelConfig:
+    """The config at `path`, or the packaged default."""
+    return FunnelConfig.from_toml(path or default_config_path())

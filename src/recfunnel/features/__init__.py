@@ -1,0 +1,1 @@
+"""Features: point-in-time popularity and the ranker's candidate features."""

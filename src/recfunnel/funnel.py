@@ -1,0 +1,240 @@
+"""The funnel: recall channels -> merge -> rank -> re-rank, from one config.
+
+The same object answers offline evaluation (a batch of thousands of queries) and online
+requests (a batch of one), so what is measured is what is served.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from recfunnel.candidates import Candidates
+from recfunnel.config import FunnelConfig
+from recfunnel.data.dataset import Dataset
+from recfunnel.data.split import hold_out_steps
+from recfunnel.features.candidates import CandidateFeatures
+from recfunnel.persist import load_state, read_json, save_state, write_json
+from recfunnel.query import Query, QueryBatch, step_queries
+from recfunnel.rank.base import Ranker
+from recfunnel.rank.lightgbm_ranker import LightGBMRanker
+from recfunnel.recall.base import Source
+from recfunnel.recall.cooccurrence import CooccurrenceSource
+from recfunnel.recall.itemcf import ItemCFSource
+from recfunnel.recall.merge import channel_feature_names, merge
+from recfunnel.recall.popular import CategoryHotSource, HotSource, PopularSource
+from recfunnel.recall.usercf import UserCFSource
+from recfunnel.rerank.rules import rerank
+
+SOURCES: dict[str, type[Source]] = {
+    s.name: s
+    for s in (PopularSource, HotSource, CategoryHotSource, ItemCFSource, UserCFSource, CooccurrenceSource)
+}
+RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker}
+BATCH = 2048  # queries per funnel pass offline: bounds candidate memory
+
+
+@dataclass
+class Trace:
+    """Per stage: candidates out and milliseconds; per rule: what it did."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    ms: dict[str, float] = field(default_factory=dict)
+    rules: dict[str, int] = field(default_factory=dict)
+
+    def timed(self, stage: str, fn: Callable[[], Candidates]) -> Candidates:
+        t = time.perf_counter()
+        out = fn()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - t) * 1000
+        self.counts[stage] = self.counts.get(stage, 0) + len(out)
+        return out
+
+
+@dataclass
+class FunnelOutput:
+    final: Candidates
+    trace: Trace
+    channels: dict[str, Candidates] = field(default_factory=dict)  # kept when asked
+    pool: Candidates | None = None
+    ranked: Candidates | None = None
+
+
+class Funnel:
+    def __init__(self, config: FunnelConfig | None = None) -> None:
+        self.config = config or FunnelConfig()
+        self.sources: dict[str, Source] = {}
+        self.features: CandidateFeatures | None = None
+        self.ranker: Ranker | None = None
+        self.fit_seconds: dict[str, float] = {}
+        self.dataset_name = ""
+        self.ranker_report: dict[str, object] = {}
+
+    # ---- training -------------------------------------------------------------------
+    def fit(self, ds: Dataset, progress: bool = True) -> "Funnel":
+        """Train the ranker on held-out last steps, then refit recall on all of `ds`.
+
+        Recall for the training rows is fitted on `ds` minus each user's last
+        `rank.train_steps` interactions, so no training target was ever seen by a channel.
+        """
+        self.dataset_name = ds.name
+        self.n_items = ds.n_items
+        self.item_categories = ds.item_categories
+        self.item_ids = ds.item_ids
+        if self.config.rank.model != "none":
+            self._fit_ranker(ds, progress)
+        self._fit_recall(ds, progress, prefix="fit")
+        t = time.perf_counter()
+        self.features = CandidateFeatures(self.config.rank.features).fit(ds)
+        self.fit_seconds["fit:features"] = time.perf_counter() - t
+        return self
+
+    def _fit_recall(self, ds: Dataset, progress: bool, prefix: str) -> None:
+        self.sources = {}
+        enabled = self.config.recall.enabled()
+        for name, cfg in tqdm(enabled.items(), desc=f"{prefix}: recall channels", disable=not progress):
+            t = time.perf_counter()
+            self.sources[name] = SOURCES[name](cfg).fit(ds)
+            self.fit_seconds[f"{prefix}:recall:{name}"] = time.perf_counter() - t
+
+    def _fit_ranker(self, ds: Dataset, progress: bool) -> None:
+        t0 = time.perf_counter()
+        val = hold_out_steps(ds, self.config.rank.train_steps)
+        self._fit_recall(val.fit, progress, prefix="ranker-data")
+        self.features = CandidateFeatures(self.config.rank.features).fit(val.fit)
+        queries = step_queries(ds, val.users, val.positions)
+        rng = np.random.default_rng(self.config.seed)
+        parts, labels = [], []
+        for start in tqdm(range(0, len(queries), BATCH), desc="ranker training rows", disable=not progress):
+            batch = QueryBatch(queries[start : start + BATCH], ds.n_items)
+            pool = self._recall(batch, Trace(), keep=None)
+            target = val.items[start : start + BATCH]
+            is_pos = pool.item == target[pool.query]
+            rows = _sample_rows(pool, is_pos, self.config.rank.negatives_per_query, rng)
+            sample = pool.take(rows)
+            self.features.hydrate(batch, sample)
+            sample.query = sample.query + start  # global query ids keep groups apart
+            sample.features["label"] = is_pos[rows].astype(np.float32)
+            parts.append(sample)
+        train = Candidates.concat(parts, n_queries=len(queries))
+        y = train.features.pop("label", np.empty(0, dtype=np.float32))
+        self.fit_seconds["ranker-data:rows"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        self.ranker = RANKERS[self.config.rank.model](getattr(self.config.rank, self.config.rank.model))
+        self.ranker.fit(train, y, self.feature_names)
+        self.fit_seconds["fit:rank"] = time.perf_counter() - t
+        self.ranker_report = {
+            "train_rows": int(len(y)),
+            "train_queries": int(len(np.unique(train.query))),
+            "queries_with_target_in_pool": float(len(np.unique(train.query)) / max(len(queries), 1)),
+        }
+
+    @property
+    def feature_names(self) -> list[str]:
+        assert self.features is not None
+        return channel_feature_names(list(self.sources)) + ["n_channels"] + self.features.names
+
+    # ---- serving --------------------------------------------------------------------
+    def _recall(self, batch: QueryBatch, trace: Trace, keep: dict | None) -> Candidates:
+        results = {}
+        for name, src in self.sources.items():
+            results[name] = trace.timed(f"recall:{name}", lambda s=src: s.retrieve(batch))
+        if keep is not None:
+            keep.update(results)
+        quotas = {n: s.config.quota for n, s in self.sources.items()}
+        return trace.timed(
+            "merge", lambda: merge(results, quotas, self.config.merge.pool_size, len(batch))
+        )
+
+    def run(self, batch: QueryBatch, keep_stages: bool = False) -> FunnelOutput:
+        trace = Trace()
+        channels: dict[str, Candidates] = {}
+        pool = self._recall(batch, trace, channels if keep_stages else None)
+        ranked = pool
+        if self.ranker is not None and len(pool):
+            assert self.features is not None
+            trace.timed("hydrate", lambda: (self.features.hydrate(batch, pool), pool)[1])
+            ranked = trace.timed("rank", lambda: pool.reorder(self.ranker.score(pool)))
+        blacklist = self.item_ids.lookup(self.config.rerank.blacklist)
+        t = time.perf_counter()
+        final, log = rerank(
+            ranked, batch, self.config.rerank, max(q.n for q in batch.queries) if len(batch) else self.config.n,
+            self.item_categories, blacklist[blacklist >= 0],
+        )
+        trace.ms["rerank"] = (time.perf_counter() - t) * 1000
+        trace.counts["rerank"] = len(final)
+        trace.rules.update(log)
+        return FunnelOutput(
+            final=final,
+            trace=trace,
+            channels=channels,
+            pool=pool if keep_stages else None,
+            ranked=ranked if keep_stages else None,
+        )
+
+    def recommend(self, query: Query) -> FunnelOutput:
+        return self.run(QueryBatch([query], self.n_items))
+
+    # ---- persistence ----------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "funnel.toml").write_text(self.config.to_toml())
+        for name, src in self.sources.items():
+            src.save(d / "recall" / name)
+        assert self.features is not None
+        save_state(d / "features", self.features.state())
+        if self.ranker is not None:
+            self.ranker.save(d / "rank")
+        self.item_ids.save(d / "item_ids.json")
+        save_state(d / "catalog", {"item_categories": self.item_categories})
+        write_json(
+            d / "funnel.json",
+            {
+                "dataset": self.dataset_name,
+                "n_items": self.n_items,
+                "sources": list(self.sources),
+                "ranker": self.ranker.name if self.ranker else None,
+                "fit_seconds": self.fit_seconds,
+                "ranker_report": self.ranker_report,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Funnel":
+        from recfunnel.data.idmap import IdMap
+
+        d = Path(directory)
+        meta = read_json(d / "funnel.json")
+        f = cls(FunnelConfig.from_toml(d / "funnel.toml"))
+        f.dataset_name = meta["dataset"]
+        f.n_items = int(meta["n_items"])
+        f.fit_seconds = meta["fit_seconds"]
+        f.ranker_report = meta.get("ranker_report", {})
+        f.sources = {name: SOURCES[name].load(d / "recall" / name) for name in meta["sources"]}
+        f.features = CandidateFeatures(f.config.rank.features)
+        f.features.set_state(load_state(d / "features"))
+        if meta["ranker"]:
+            f.ranker = RANKERS[meta["ranker"]].load(d / "rank")
+        f.item_ids = IdMap.load(d / "item_ids.json")
+        f.item_categories = load_state(d / "catalog")["item_categories"]
+        return f
+
+
+def _sample_rows(pool: Candidates, is_pos: np.ndarray, n_neg: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of queries whose target is in the pool: the positive plus up to n_neg negatives."""
+    has_pos = np.zeros(pool.n_queries, dtype=bool)
+    has_pos[pool.query[is_pos]] = True
+    eligible = has_pos[pool.query]
+    key = rng.random(len(pool))
+    key[is_pos] = -1.0  # positives first, then a random subset of negatives
+    order = np.lexsort((key, pool.query))
+    ranks = np.empty(len(pool), dtype=np.int64)
+    ptr = pool.indptr
+    ranks[order] = np.arange(len(pool)) - np.repeat(ptr[:-1], np.diff(ptr))
+    keep = eligible & (ranks <= n_neg)
+    return np.flatnonzero(keep)  # original (query, pool) order

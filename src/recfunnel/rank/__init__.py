@@ -1,0 +1,1 @@
+"""The ranking stage: scorers over merged candidates."""

@@ -1,0 +1,103 @@
+"""LightGBM LambdaRank over candidate features.
+
+Training rows come from the funnel's own recall on the validation step: each query's pool
+holds its positive (the item the user took next) and hard negatives (everything else the
+channels found), so the model learns to reorder exactly what it will see at serve time.
+The model is stored in LightGBM's own text format: loading it runs no code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+import lightgbm as lgb
+import numpy as np
+from pydantic import Field
+
+from recfunnel.candidates import Candidates
+from recfunnel.persist import read_json, write_json
+from recfunnel.rank.base import Ranker, RankerConfig, feature_matrix
+
+
+class LightGBMConfig(RankerConfig):
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    eval_at: int = Field(10, ge=1, description="NDCG cut-off optimised and early-stopped on")
+    early_stopping_rounds: int = Field(40, ge=1)
+    holdout_share: float = Field(0.15, gt=0, lt=1, description="training queries held out for early stopping")
+    threads: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class LightGBMRanker(Ranker):
+    name = "lightgbm"
+    Config = LightGBMConfig
+
+    def fit(self, train: Candidates, labels: np.ndarray, features: list[str]) -> Self:
+        c = self.config
+        self.features = list(features)
+        x = feature_matrix(train, self.features)
+        rng = np.random.default_rng(c.seed)
+        queries = np.unique(train.query)
+        held = rng.random(queries.max() + 1 if len(queries) else 1) < c.holdout_share
+        is_val = held[train.query]
+        params = {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [c.eval_at],
+            "learning_rate": c.learning_rate,
+            "num_leaves": c.num_leaves,
+            "min_child_samples": c.min_child_samples,
+            "feature_fraction": c.feature_fraction,
+            "lambdarank_truncation_level": max(c.eval_at * 3, 30),
+            "num_threads": c.threads,
+            "seed": c.seed,
+            "verbose": -1,
+        }
+        dtrain = lgb.Dataset(x[~is_val], labels[~is_val], group=_groups(train.query[~is_val]), feature_name=self.features)
+        dval = lgb.Dataset(x[is_val], labels[is_val], group=_groups(train.query[is_val]), reference=dtrain)
+        self.booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=c.n_estimators,
+            valid_sets=[dval],
+            callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
+        )
+        return self
+
+    def score(self, cands: Candidates) -> np.ndarray:
+        if len(cands) == 0:
+            return np.empty(0, dtype=np.float32)
+        x = feature_matrix(cands, self.features)
+        return self.booster.predict(x, num_iteration=self.booster.best_iteration, num_threads=self.config.threads).astype(np.float32)
+
+    def importance(self) -> dict[str, float]:
+        gain = self.booster.feature_importance("gain")
+        return dict(sorted(zip(self.features, gain.tolist()), key=lambda kv: -kv[1]))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / "model.txt"), num_iteration=self.booster.best_iteration)
+        write_json(directory / "config.json", {"name": self.name, "features": self.features, **self.config.model_dump()})
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        cfg = read_json(directory / "config.json")
+        features = cfg.pop("features")
+        cfg.pop("name", None)
+        r = cls(cls.Config.model_validate(cfg))
+        r.features = features
+        r.booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        return r
+
+
+def _groups(query: np.ndarray) -> np.ndarray:
+    """Sizes of consecutive runs of equal query ids (LightGBM's group format)."""
+    if len(query) == 0:
+        return np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
+    return np.diff(np.r_[starts, len(query)])

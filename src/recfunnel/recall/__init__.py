@@ -1,0 +1,1 @@
+"""Recall channels (Sources) and the merge of their candidates."""

@@ -1,0 +1,1 @@
+"""Re-ranking: filters and selectors applied to the ranked list."""
