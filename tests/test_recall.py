@@ -53,8 +53,8 @@ def test_cooccurrence_finds_planted_successor(planted_split):
     split, truth = planted_split
     src = CooccurrenceSource().fit(split.fit)
     # the strongest association of an item is very often its planted successor
-    top = np.asarray(src.assoc.argmax(axis=1)).ravel()
-    active = np.asarray(src.assoc.sum(axis=1)).ravel() > 0
+    top = np.asarray(src.matrix.argmax(axis=1)).ravel()
+    active = np.asarray(src.matrix.sum(axis=1)).ravel() > 0
     share = np.mean(top[active] == truth.successor[active])
     assert share > 0.5, share
 

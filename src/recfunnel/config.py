@@ -49,8 +49,11 @@ class RankConfig(_Strict):
     train_steps: int = Field(
         3, ge=1, description="last interactions per user held out to build ranker training queries"
     )
+    max_train_queries: int = Field(
+        12000, ge=1, description="training queries kept (a random sample) when there are more"
+    )
     negatives_per_query: int = Field(
-        200, ge=1, description="pool negatives sampled per training query (the positive is always kept)"
+        100, ge=1, description="pool negatives sampled per training query (the positive is always kept)"
     )
     features: CandidateFeaturesConfig = CandidateFeaturesConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()

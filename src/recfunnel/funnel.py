@@ -106,13 +106,17 @@ class Funnel:
         val = hold_out_steps(ds, self.config.rank.train_steps)
         self._fit_recall(val.fit, progress, prefix="ranker-data")
         self.features = CandidateFeatures(self.config.rank.features).fit(val.fit)
-        queries = step_queries(ds, val.users, val.positions)
         rng = np.random.default_rng(self.config.seed)
+        chosen = np.arange(len(val.users))
+        if len(chosen) > self.config.rank.max_train_queries:
+            chosen = np.sort(rng.choice(chosen, self.config.rank.max_train_queries, replace=False))
+        queries = step_queries(ds, val.users[chosen], val.positions[chosen])
+        targets = val.items[chosen]
         parts, labels = [], []
         for start in tqdm(range(0, len(queries), BATCH), desc="ranker training rows", disable=not progress):
             batch = QueryBatch(queries[start : start + BATCH], ds.n_items)
             pool = self._recall(batch, Trace(), keep=None)
-            target = val.items[start : start + BATCH]
+            target = targets[start : start + BATCH]
             is_pos = pool.item == target[pool.query]
             rows = _sample_rows(pool, is_pos, self.config.rank.negatives_per_query, rng)
             sample = pool.take(rows)
@@ -125,7 +129,7 @@ class Funnel:
         self.fit_seconds["ranker-data:rows"] = time.perf_counter() - t0
         t = time.perf_counter()
         self.ranker = RANKERS[self.config.rank.model](getattr(self.config.rank, self.config.rank.model))
-        self.ranker.fit(train, y, self.feature_names)
+        self.ranker.fit(train, y, self.feature_names, progress=progress)
         self.fit_seconds["fit:rank"] = time.perf_counter() - t
         self.ranker_report = {
             "train_rows": int(len(y)),

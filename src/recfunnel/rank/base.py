@@ -24,7 +24,9 @@ class Ranker(ABC):
         self.config = config or self.Config()
 
     @abstractmethod
-    def fit(self, train: Candidates, labels: np.ndarray, features: list[str]) -> Self:
+    def fit(
+        self, train: Candidates, labels: np.ndarray, features: list[str], progress: bool = False
+    ) -> Self:
         """Learn from candidates of known outcome (label 1 = the item the user took)."""
 
     @abstractmethod

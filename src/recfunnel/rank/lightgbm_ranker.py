@@ -14,6 +14,7 @@ from typing import Self
 import lightgbm as lgb
 import numpy as np
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from recfunnel.candidates import Candidates
 from recfunnel.persist import read_json, write_json
@@ -37,7 +38,9 @@ class LightGBMRanker(Ranker):
     name = "lightgbm"
     Config = LightGBMConfig
 
-    def fit(self, train: Candidates, labels: np.ndarray, features: list[str]) -> Self:
+    def fit(
+        self, train: Candidates, labels: np.ndarray, features: list[str], progress: bool = False
+    ) -> Self:
         c = self.config
         self.features = list(features)
         x = feature_matrix(train, self.features)
@@ -65,7 +68,10 @@ class LightGBMRanker(Ranker):
             dtrain,
             num_boost_round=c.n_estimators,
             valid_sets=[dval],
-            callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
+            callbacks=[
+                lgb.early_stopping(c.early_stopping_rounds, verbose=False),
+                _progress_bar(c.n_estimators, progress),
+            ],
         )
         return self
 
@@ -93,6 +99,17 @@ class LightGBMRanker(Ranker):
         r.features = features
         r.booster = lgb.Booster(model_file=str(directory / "model.txt"))
         return r
+
+
+def _progress_bar(total: int, enabled: bool):  # noqa: ANN202 - a LightGBM callback
+    bar = tqdm(total=total, desc="ranker boosting rounds", disable=not enabled)
+
+    def step(env: lgb.callback.CallbackEnv) -> None:
+        bar.update(1)
+        if env.iteration + 1 >= env.end_iteration:
+            bar.close()
+
+    return step
 
 
 def _groups(query: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from recfunnel.candidates import Candidates, top_k
@@ -103,3 +104,38 @@ def recency_weights(batch: QueryBatch, decay: float, last_n: int) -> np.ndarray:
     w = np.power(decay, pos.astype(np.float64)).astype(np.float32)
     w[pos >= last_n] = 0.0
     return w
+
+
+class ItemItemConfig(SourceConfig):
+    history_decay: float = Field(0.95, gt=0, le=1, description="weight of the n-th last item: decay**n")
+    history_last_n: int = Field(200, ge=1, description="history items that vote")
+
+
+class ItemItemSource(Source):
+    """A channel that scores items by an items x items matrix times the recent history.
+
+    score(q, j) = sum over the query's recent items i of decay**age(i) * matrix[i, j].
+    Subclasses only say how the matrix is learned.
+    """
+
+    Config: ClassVar[type[ItemItemConfig]]
+
+    @abstractmethod
+    def build_matrix(self, ds: Dataset) -> sp.csr_matrix: ...
+
+    def fit(self, ds: Dataset) -> Self:
+        self.n_items = ds.n_items
+        self.matrix = self.build_matrix(ds)
+        return self
+
+    def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
+        c = self.config
+        hist = batch.history_matrix(recency_weights(batch, c.history_decay, c.history_last_n))[rows]
+        return (hist @ self.matrix).toarray()
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "matrix": self.matrix}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.matrix = state["matrix"]

@@ -9,19 +9,18 @@ with the user's recent items, the most recent weighted most.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
 from recfunnel.data.dataset import Dataset
-from recfunnel.query import QueryBatch
-from recfunnel.recall.base import Source, SourceConfig, recency_weights
+from recfunnel.recall.base import ItemItemConfig, ItemItemSource
 from recfunnel.recall.sparse_ops import top_k_per_row
 
 
-class CooccurrenceConfig(SourceConfig):
+class CooccurrenceConfig(ItemItemConfig):
     session_gap_hours: float = Field(
         24.0 * 30, gt=0, description="a longer gap between two events starts a new session"
     )
@@ -36,26 +35,12 @@ class CooccurrenceConfig(SourceConfig):
     history_last_n: int = Field(10, ge=1, description="recent items that vote")
 
 
-class CooccurrenceSource(Source):
+class CooccurrenceSource(ItemItemSource):
     name = "cooccur"
     Config = CooccurrenceConfig
 
-    def fit(self, ds: Dataset) -> Self:
-        self.n_items = ds.n_items
-        self.assoc = association_matrix(ds, self.config)
-        return self
-
-    def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
-        c = self.config
-        hist = batch.history_matrix(recency_weights(batch, c.history_decay, c.history_last_n))[rows]
-        return (hist @ self.assoc).toarray()
-
-    def state(self) -> dict[str, Any]:
-        return {**super().state(), "assoc": self.assoc}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        self.assoc = state["assoc"]
+    def build_matrix(self, ds: Dataset) -> sp.csr_matrix:
+        return association_matrix(ds, self.config)
 
 
 def session_ids(ds: Dataset, gap_seconds: float) -> np.ndarray:

@@ -7,45 +7,26 @@ light user's. Only each item's top `neighbors` are kept, so the model stays spar
 
 from __future__ import annotations
 
-from typing import Any, Self
-
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
 from recfunnel.data.dataset import Dataset
-from recfunnel.query import QueryBatch
-from recfunnel.recall.base import Source, SourceConfig, recency_weights
+from recfunnel.recall.base import ItemItemConfig, ItemItemSource
 from recfunnel.recall.sparse_ops import row_chunks, top_k_per_row
 
 
-class ItemCFConfig(SourceConfig):
+class ItemCFConfig(ItemItemConfig):
     neighbors: int = Field(200, ge=1, description="similar items kept per item")
     iuf: bool = Field(True, description="down-weight co-occurrences from heavy users")
-    history_decay: float = Field(0.95, gt=0, le=1, description="weight of the n-th last item: decay**n")
-    history_last_n: int = Field(200, ge=1, description="history items that vote")
 
 
-class ItemCFSource(Source):
+class ItemCFSource(ItemItemSource):
     name = "itemcf"
     Config = ItemCFConfig
 
-    def fit(self, ds: Dataset) -> Self:
-        self.n_items = ds.n_items
-        self.similarity = item_similarity(ds.user_item, self.config.neighbors, self.config.iuf)
-        return self
-
-    def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
-        c = self.config
-        hist = batch.history_matrix(recency_weights(batch, c.history_decay, c.history_last_n))[rows]
-        return (hist @ self.similarity).toarray()
-
-    def state(self) -> dict[str, Any]:
-        return {**super().state(), "similarity": self.similarity}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        self.similarity = state["similarity"]
+    def build_matrix(self, ds: Dataset) -> sp.csr_matrix:
+        return item_similarity(ds.user_item, self.config.neighbors, self.config.iuf)
 
 
 def item_similarity(user_item: sp.csr_matrix, neighbors: int, iuf: bool = True) -> sp.csr_matrix:
