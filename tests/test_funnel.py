@@ -109,6 +109,10 @@ def test_config_round_trips_through_toml(tmp_path):
 
 
 def test_packaged_default_config_is_the_code_default():
-    from recfunnel.config import load_config
+    from recfunnel.config import default_config_path, load_config
 
     assert load_config(None) == FunnelConfig()
+    # the commented manual is generated: regenerate it with
+    # python -c "from recfunnel.config import *; default_config_path().write_text(FunnelConfig().to_commented_toml())"
+    assert default_config_path().read_text() == FunnelConfig().to_commented_toml()
+    assert "# candidates this channel sends to merge" in default_config_path().read_text()

@@ -39,10 +39,14 @@ class RecallConfig(_Strict):
 
 
 class MergeConfig(_Strict):
+    """Merge: union of the channels' quotas, deduplicated, cut to the pool size."""
+
     pool_size: int = Field(500, ge=1, description="candidates kept after merging all channels")
 
 
 class RankConfig(_Strict):
+    """Rank: the model that orders the merged pool, and how its training rows are made."""
+
     model: Literal["lightgbm", "none"] = Field(
         "lightgbm", description="'none' keeps the merged recall order"
     )
@@ -61,7 +65,7 @@ class RankConfig(_Strict):
 
 class FunnelConfig(_Strict):
     n: int = Field(10, ge=1, description="items in the final list")
-    seed: int = 0
+    seed: int = Field(0, description="seed for every random choice (sampling, model init)")
     recall: RecallConfig = RecallConfig()
     merge: MergeConfig = MergeConfig()
     rank: RankConfig = RankConfig()
@@ -78,6 +82,46 @@ class FunnelConfig(_Strict):
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json"))
+
+    def to_commented_toml(self) -> str:
+        """The config as TOML with every field's description as a comment (the manual)."""
+        lines = [line.rstrip() for line in HEADER.strip().splitlines()] + [""]
+        _emit(self, (), lines)
+        return "\n".join(lines).rstrip() + "\n"
+
+
+HEADER = """
+# recfunnel funnel configuration: the reference manual.
+#
+# Generated from the typed config in src/recfunnel/config.py (`recfunnel config` prints
+# it); every key below is shown with its default. Unknown keys are an error, so a typo
+# never silently falls back to a default. Recall channels run in parallel, each sending
+# its `quota` best candidates to the merge; set `enabled = false` to drop one.
+"""
+
+
+def _emit(model: BaseModel, path: tuple[str, ...], lines: list[str]) -> None:
+    scalars, sections = [], []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        (sections if isinstance(value, BaseModel) else scalars).append((name, info, value))
+    if path and scalars:
+        doc = (type(model).__doc__ or "").strip().split("\n\n")[0]
+        lines.append(f"[{'.'.join(path)}]")
+        if doc:
+            lines.extend(f"# {d.strip()}" for d in doc.splitlines())
+    for name, info, value in scalars:
+        if info.description:
+            lines.append(f"# {info.description}")
+        lines.append(tomli_w.dumps({name: _plain(value)}).strip())
+    if scalars:
+        lines.append("")
+    for name, _, value in sections:
+        _emit(value, (*path, name), lines)
+
+
+def _plain(value: object) -> object:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def default_config_path() -> Path:

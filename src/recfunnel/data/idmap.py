@@ -25,6 +25,16 @@ class IdMap:
         for raw in raw_ids:
             self.add(raw)
 
+    @classmethod
+    def from_unique(cls, raw_ids: list[str]) -> "IdMap":
+        """Fast path for ids already distinct strings (loaders of large files)."""
+        m = cls()
+        m._raw = list(raw_ids)
+        m._index = dict(zip(m._raw, range(len(m._raw))))
+        if len(m._index) != len(m._raw):
+            raise ValueError("IdMap.from_unique got repeated ids")
+        return m
+
     def __len__(self) -> int:
         return len(self._raw)
 
@@ -67,4 +77,4 @@ class IdMap:
         raw = json.loads(Path(path).read_text())
         if not isinstance(raw, list):
             raise ValueError(f"{path}: an IdMap file holds a JSON list of ids")
-        return cls(raw)
+        return cls.from_unique([str(r) for r in raw])

@@ -25,12 +25,16 @@ DAY = 86400.0
 
 
 class CandidateFeaturesConfig(BaseModel):
+    """Ranker features: point-in-time popularity windows, item, user and user-item signals."""
+
     model_config = ConfigDict(extra="forbid")
-    popularity_half_lives_days: list[float] = Field([1.0, 7.0, 30.0])
+    popularity_half_lives_days: list[float] = Field(
+        [1.0, 7.0, 30.0], description="one decayed-popularity feature per half-life"
+    )
     popularity_half_lives_events: list[float] = Field(
         [1.0, 3.0, 10.0], description="for order-only data: half-lives in positions from a user's end"
     )
-    similarity_neighbors: int = 200
+    similarity_neighbors: int = Field(200, description="ItemCF neighbours kept for the similarity features")
 
 
 class CandidateFeatures:

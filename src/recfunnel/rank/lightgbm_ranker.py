@@ -22,16 +22,18 @@ from recfunnel.rank.base import Ranker, RankerConfig, feature_matrix
 
 
 class LightGBMConfig(RankerConfig):
-    n_estimators: int = Field(400, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_child_samples: int = Field(50, ge=1)
-    feature_fraction: float = Field(0.8, gt=0, le=1)
+    """LightGBM LambdaRank (used when rank.model = "lightgbm")."""
+
+    n_estimators: int = Field(400, ge=1, description="most boosting rounds (early stopping may use fewer)")
+    learning_rate: float = Field(0.05, gt=0, description="shrinkage per round")
+    num_leaves: int = Field(31, ge=2, description="leaves per tree")
+    min_child_samples: int = Field(50, ge=1, description="rows a leaf needs at least")
+    feature_fraction: float = Field(0.8, gt=0, le=1, description="share of features each tree sees")
     eval_at: int = Field(10, ge=1, description="NDCG cut-off optimised and early-stopped on")
     early_stopping_rounds: int = Field(40, ge=1)
     holdout_share: float = Field(0.15, gt=0, lt=1, description="training queries held out for early stopping")
-    threads: int = Field(2, ge=1)
-    seed: int = 0
+    threads: int = Field(2, ge=1, description="CPU threads for training and scoring")
+    seed: int = Field(0, description="LightGBM seed")
 
 
 class LightGBMRanker(Ranker):

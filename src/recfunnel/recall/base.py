@@ -26,7 +26,7 @@ CHUNK = 1024  # queries scored together: bounds the dense queries x items score 
 
 class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+    enabled: bool = Field(True, description="run this channel")
     quota: int = Field(200, ge=1, le=5000, description="candidates this channel sends to merge")
 
 

@@ -21,6 +21,8 @@ from recfunnel.recall.sparse_ops import top_k_per_row
 
 
 class CooccurrenceConfig(ItemItemConfig):
+    """cooccur: what people consume next, direction-aware and distance-decayed, in sessions."""
+
     session_gap_hours: float = Field(
         24.0 * 30, gt=0, description="a longer gap between two events starts a new session"
     )

@@ -17,6 +17,8 @@ from recfunnel.recall.sparse_ops import row_chunks, top_k_per_row
 
 
 class ItemCFConfig(ItemItemConfig):
+    """itemcf: items consumed by the same people (IUF-weighted cosine), voted by the history."""
+
     neighbors: int = Field(200, ge=1, description="similar items kept per item")
     iuf: bool = Field(True, description="down-weight co-occurrences from heavy users")
 

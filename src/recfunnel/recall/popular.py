@@ -20,7 +20,7 @@ DAY = 86400
 
 
 class PopularConfig(SourceConfig):
-    pass
+    """popular: distinct users per item over all the data (the cold-start floor)."""
 
 
 class PopularSource(Source):
@@ -47,6 +47,8 @@ class PopularSource(Source):
 
 
 class HotConfig(SourceConfig):
+    """hot: time-decayed popularity just before the request time."""
+
     half_life_days: float = Field(7.0, gt=0, description="decay half-life of an event's weight")
     half_life_events: float = Field(
         3.0, gt=0, description="for order-only data: half-life in positions from a user's end"
@@ -82,9 +84,11 @@ class HotSource(Source):
 
 
 class CategoryHotConfig(HotConfig):
+    """category_hot: hot items inside the user's top categories ("tag recall")."""
+
     top_categories: int = Field(3, ge=1, description="how many of the user's categories to recall from")
     history_decay: float = Field(0.9, gt=0, le=1, description="weight of older history items")
-    history_last_n: int = Field(50, ge=1)
+    history_last_n: int = Field(50, ge=1, description="history items that define the user's categories")
 
 
 class CategoryHotSource(HotSource):

@@ -19,6 +19,8 @@ from recfunnel.recall.base import Source, SourceConfig
 
 
 class UserCFConfig(SourceConfig):
+    """usercf: what the most similar users consumed (IIF-weighted cosine on histories)."""
+
     neighbors: int = Field(50, ge=1, description="most similar users who vote")
     iif: bool = Field(True, description="down-weight shared popular items")
 

@@ -15,6 +15,8 @@ from recfunnel.query import QueryBatch
 
 
 class RerankConfig(BaseModel):
+    """Re-rank: filters and selectors applied to the ranked list before the top n."""
+
     model_config = ConfigDict(extra="forbid")
     preset: str = Field("default", description="'none' keeps the ranker's order; 'default' applies the rules below")
     filter_seen: bool = Field(True, description="drop items the user already consumed")
