@@ -37,6 +37,7 @@ def test_scatter_limits_runs_and_keeps_best_first():
     out, moved = scatter_categories(_list([0, 1, 2, 3, 4, 5]), cats, max_run=2, n=6)
     assert out.item.tolist() == [0, 1, 3, 2, 4, 5]
     assert _max_run(out.item, cats) <= 2 and moved == 2
+    assert out.features["rank_before_rerank"].tolist() == [0, 1, 3, 2, 4, 5]
 
 
 def test_scatter_all_one_category_still_fills_the_list():

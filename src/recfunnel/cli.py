@@ -167,8 +167,10 @@ def _print_recs(rec, user: str, recs) -> None:  # noqa: ANN001
     t.add_column("item")
     t.add_column("score", justify="right")
     t.add_column("found by")
+    t.add_column("re-rank")
     for k, r in enumerate(recs, 1):
-        t.add_row(str(k), f"{r.title or r.item}", f"{r.score:.3f}", ", ".join(r.channels))
+        moved = "" if r.rank_before_rerank == k - 1 else f"moved from #{r.rank_before_rerank + 1} (category scatter)"
+        t.add_row(str(k), f"{r.title or r.item}", f"{r.score:.3f}", ", ".join(r.channels), moved)
     console.print(t)
 
 

@@ -26,6 +26,7 @@ class Recommendation:
     score: float
     channels: list[str]
     channel_scores: dict[str, float]
+    rank_before_rerank: int  # 0-based position in the ranker's order
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -71,6 +72,7 @@ class Recommender:
                     score=float(f.score[row]),
                     channels=found,
                     channel_scores=scores,
+                    rank_before_rerank=int(f.features["rank_before_rerank"][row]),
                 )
             )
         return recs

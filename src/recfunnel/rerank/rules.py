@@ -50,8 +50,10 @@ def scatter_categories(
     Walk the ranked list; take the best remaining item that does not extend any category's
     run past `max_run`; if every remaining item would, take the best one anyway (never
     return fewer items because of diversity). Returns the first `n` per query and how many
-    items ended at a different position than the ranker gave them.
+    items ended at a different position than the ranker gave them; each row's position
+    before scattering is kept in the `rank_before_rerank` feature (for explanations).
     """
+    cands.features["rank_before_rerank"] = cands.rank_in_query()
     if max_run <= 0 or len(cands) == 0:
         return cands.head(n), 0
     ic = item_categories.tocsr()
@@ -94,6 +96,7 @@ def rerank(
     """Apply the configured rules to ranked candidates; keep the top `n` per query."""
     log: dict[str, int] = {}
     if config.preset == "none":
+        cands.features["rank_before_rerank"] = cands.rank_in_query()
         return cands.head(n), log
     cands = cands.head(config.window)  # recall already skips the history; this is the guard
     if config.filter_seen:
