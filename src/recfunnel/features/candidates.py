@@ -58,7 +58,6 @@ class CandidateFeatures:
         self.item_categories = ds.item_categories.astype(np.float32).tocsr()
         n_cat = np.asarray(self.item_categories.sum(axis=1)).ravel()
         self.item_n_categories = n_cat.astype(np.float32)
-        # cosine-normalised: measured a better ranking signal than the raw sums recall uses
         self.assoc = association_matrix(ds, CooccurrenceConfig(normalize="cosine"))
         self.similarity = item_similarity(ds.user_item, c.similarity_neighbors)
         self.ordinal = ds.ordinal_time
