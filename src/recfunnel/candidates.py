@@ -134,6 +134,8 @@ def top_k(
     k = min(k, n_items)
     if k <= 0 or n_rows == 0:
         return Candidates.empty(n_queries or n_rows + row_offset)
+    if n_rows == 1:
+        return _top_k_one(np.asarray(scores).reshape(-1), k, exclude, row_offset, n_queries)
     cost = np.negative(scores, dtype=np.float32)  # a copy: the model's arrays stay intact
     cost[~(cost < 0)] = np.inf  # only positive scores count as found (NaN too is not found)
     if exclude is not None and exclude.nnz:
@@ -147,4 +149,28 @@ def top_k(
         item=items[keep].astype(np.int32),
         score=(-vals[keep]).astype(np.float32),
         n_queries=n_queries or n_rows + row_offset,
+    )
+
+
+def _top_k_one(
+    row: np.ndarray, k: int, exclude: sp.csr_matrix | None, row_offset: int, n_queries: int | None
+) -> Candidates:
+    """`top_k` for one row: only the found (positive, not excluded) items are ranked.
+
+    Same order as the batch path — by (-score, item), via the same unique keys — at a
+    fraction of its cost when a channel finds few of many items (the serving case).
+    """
+    valid = row > 0  # NaN is not > 0: not found
+    if exclude is not None and exclude.nnz:
+        valid[exclude.indices] = False
+    found = np.flatnonzero(valid)
+    if len(found) == 0:
+        return Candidates.empty(n_queries or 1 + row_offset)
+    cost = np.negative(row[found], dtype=np.float32)[None, :]
+    cols, vals = smallest_k(cost, min(k, len(found)))
+    return Candidates(
+        query=np.full(cols.shape[1], row_offset, dtype=np.int32),
+        item=found[cols[0]].astype(np.int32),
+        score=(-vals[0]).astype(np.float32),
+        n_queries=n_queries or 1 + row_offset,
     )

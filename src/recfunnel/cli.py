@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -194,8 +195,12 @@ def demo(
     data: Optional[Path] = typer.Option(None, "--data", help="data directory (default: shared ML-100K, else synthetic)"),
     out: Path = typer.Option(Path("artifacts"), "--out"),
     users: int = typer.Option(3, "--users", help="how many users to show recommendations for"),
+    serve_after: Optional[bool] = typer.Option(
+        None, "--serve/--no-serve", help="start the server at the end (default: only in an interactive terminal, never when CI=true)"
+    ),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
 ) -> None:
-    """Evaluate and build a funnel on real data, then show recommendations."""
+    """Evaluate and build a funnel on real data, show recommendations, then serve them."""
     from recfunnel.build import build
     from recfunnel.evaluate.protocol import evaluate as run_evaluation
     from recfunnel.evaluate.report import format_table, write_report
@@ -223,6 +228,55 @@ def demo(
     shown = rec.user_ids.raw_ids[:users] + ["a-user-nobody-has-seen"]
     for u in shown:
         _print_recs(rec, u, rec.recommend(u, n=10))
+    if serve_after is None:
+        serve_after = sys.stdin.isatty() and os.environ.get("CI", "").lower() != "true"
+    if not serve_after:
+        console.print(f"to browse it: recfunnel serve --artifacts {out}   (then open http://127.0.0.1:{port}/)")
+        return
+    _serve(out, "127.0.0.1", port, "sqlite", "redis://127.0.0.1:6379/0", Path("state"), 1, None, 5.0)
+
+
+STORES = ("sqlite", "redis")
+
+
+@app.command()
+def serve(
+    artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="artifact root (its current version is served)"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    store: str = typer.Option("sqlite", "--store", help=f"online feature store: {', '.join(STORES)}"),
+    redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url", help="with --store redis"),
+    state_dir: Path = typer.Option(Path("state"), "--state-dir", help="with --store sqlite"),
+    workers: int = typer.Option(1, "--workers", min=1, max=16, help="uvicorn worker processes"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RECFUNNEL_API_KEY", help="key for writes and /admin (default: a random one, printed)"),
+    watch: float = typer.Option(5.0, "--watch", min=0, help="seconds between checks for a new published version (0 = off)"),
+) -> None:
+    """Serve the HTTP API and the web page (OpenAPI docs at /docs)."""
+    _serve(artifacts, host, port, store, redis_url, state_dir, workers, api_key, watch)
+
+
+def _serve(artifacts, host, port, store, redis_url, state_dir, workers, api_key, watch) -> None:  # noqa: ANN001
+    import uvicorn
+
+    from recfunnel.artifacts import ArtifactError, resolve
+    from recfunnel.serve.settings import ServeSettings, ensure_key
+
+    if store not in STORES:
+        _fail(f"unknown store '{store}'; choose one of {', '.join(STORES)}")
+    try:
+        version = resolve(artifacts).name
+    except ArtifactError as e:
+        _fail(str(e))
+    settings = ensure_key(
+        ServeSettings(artifacts=artifacts, store=store, redis_url=redis_url, state_dir=state_dir, api_key=api_key or "", watch_s=watch)
+    )
+    os.environ.update(settings.to_env())
+    url = f"http://{host}:{port}"
+    console.print(f"serving {version} from {artifacts} with the {store} store")
+    console.print(f"[bold]open {url}/[/bold]   API docs: {url}/docs")
+    if not api_key:
+        console.print(f"API key for POST /events and /admin (X-API-Key): {settings.api_key}")
+    uvicorn.run("recfunnel.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 def main() -> None:  # pragma: no cover - console entry

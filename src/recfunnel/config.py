@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from recfunnel.features.candidates import CandidateFeaturesConfig
 from recfunnel.rank.lightgbm_ranker import LightGBMConfig
 from recfunnel.recall.cooccurrence import CooccurrenceConfig
+from recfunnel.recall.graph_embedding import DeepWalkConfig, Node2VecConfig
+from recfunnel.recall.item2vec import Item2VecConfig
 from recfunnel.recall.itemcf import ItemCFConfig
 from recfunnel.recall.popular import CategoryHotConfig, HotConfig, PopularConfig
 from recfunnel.recall.usercf import UserCFConfig
@@ -33,6 +35,9 @@ class RecallConfig(_Strict):
     itemcf: ItemCFConfig = ItemCFConfig(quota=300)
     usercf: UserCFConfig = UserCFConfig(quota=200)
     cooccur: CooccurrenceConfig = CooccurrenceConfig(quota=300)
+    item2vec: Item2VecConfig = Item2VecConfig(enabled=False, quota=200)
+    deepwalk: DeepWalkConfig = DeepWalkConfig(enabled=False, quota=200)
+    node2vec: Node2VecConfig = Node2VecConfig(enabled=False, quota=200)
 
     def enabled(self) -> dict[str, object]:
         return {name: cfg for name, cfg in self if getattr(cfg, "enabled", False)}

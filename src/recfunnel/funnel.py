@@ -20,20 +20,26 @@ from recfunnel.data.dataset import Dataset
 from recfunnel.data.split import hold_out_steps
 from recfunnel.features.candidates import CandidateFeatures
 from recfunnel.persist import load_state, read_json, save_state, write_json
-from recfunnel.query import Query, QueryBatch, step_queries
+from recfunnel.query import Query, QueryBatch, history_queries, step_queries
 from recfunnel.rank.base import Ranker
 from recfunnel.rank.lightgbm_ranker import LightGBMRanker
 from recfunnel.recall.base import Source
 from recfunnel.recall.cooccurrence import CooccurrenceSource
+from recfunnel.recall.graph_embedding import DeepWalkSource, Node2VecSource
+from recfunnel.recall.item2vec import Item2VecSource
 from recfunnel.recall.itemcf import ItemCFSource
 from recfunnel.recall.merge import channel_feature_names, merge
 from recfunnel.recall.popular import CategoryHotSource, HotSource, PopularSource
 from recfunnel.recall.usercf import UserCFSource
-from recfunnel.rerank.rules import rerank
+from recfunnel.rerank.catalog import Catalog
+from recfunnel.rerank.reranker import Reranker
 
 SOURCES: dict[str, type[Source]] = {
     s.name: s
-    for s in (PopularSource, HotSource, CategoryHotSource, ItemCFSource, UserCFSource, CooccurrenceSource)
+    for s in (
+        PopularSource, HotSource, CategoryHotSource, ItemCFSource, UserCFSource, CooccurrenceSource,
+        Item2VecSource, DeepWalkSource, Node2VecSource,
+    )
 }
 RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker}
 BATCH = 2048  # queries per funnel pass offline: bounds candidate memory
@@ -46,6 +52,7 @@ class Trace:
     counts: dict[str, int] = field(default_factory=dict)
     ms: dict[str, float] = field(default_factory=dict)
     rules: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why (online budgets only)
 
     def timed(self, stage: str, fn: Callable[[], Candidates]) -> Candidates:
         t = time.perf_counter()
@@ -53,6 +60,28 @@ class Trace:
         self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - t) * 1000
         self.counts[stage] = self.counts.get(stage, 0) + len(out)
         return out
+
+
+@dataclass
+class Budget:
+    """Online limits (ms since the request started). Serving passes one; offline passes none.
+
+    With a budget a recall channel that raises, or is reached after `recall_ms`, is skipped;
+    ranking is skipped (merge order kept) when it fails or recall ran past `rank_after_ms`;
+    a failing re-rank falls back to the ranked head. Every skip is named in `Trace.skipped`,
+    and the answer still comes. Without one, nothing is caught: offline errors stay loud.
+    """
+
+    recall_ms: float = 30.0
+    rank_after_ms: float = 40.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+def _reason(e: BaseException) -> str:
+    return f"error: {type(e).__name__}: {e}"[:200]
 
 
 @dataclass
@@ -73,6 +102,7 @@ class Funnel:
         self.fit_seconds: dict[str, float] = {}
         self.dataset_name = ""
         self.ranker_report: dict[str, object] = {}
+        self._reranker: Reranker | None = None
 
     # ---- training -------------------------------------------------------------------
     def fit(self, ds: Dataset, progress: bool = True) -> "Funnel":
@@ -85,13 +115,41 @@ class Funnel:
         self.n_items = ds.n_items
         self.item_categories = ds.item_categories
         self.item_ids = ds.item_ids
+        rr = self.config.rerank
+        self.catalog = Catalog.from_dataset(ds, group_column=rr.group.column, audience_pairs=rr.audience.pairs)
+        self._reranker = None
         if self.config.rank.model != "none":
             self._fit_ranker(ds, progress)
         self._fit_recall(ds, progress, prefix="fit")
         t = time.perf_counter()
         self.features = CandidateFeatures(self.config.rank.features).fit(ds)
         self.fit_seconds["fit:features"] = time.perf_counter() - t
+        if self.config.rerank.diversity.exposure_penalty > 0:
+            t = time.perf_counter()
+            self.catalog.set_exposure(self._expected_exposure(ds))
+            self.fit_seconds["fit:exposure"] = time.perf_counter() - t
         return self
+
+    def _expected_exposure(self, ds: Dataset) -> np.ndarray:
+        """How often each item reaches a top n before re-ranking, over a sample of fit users.
+
+        The re-ranker's exposure penalty reads it: in near ties, items the ranker would show
+        to nearly everyone give way to items it shows to few (coverage). Fit data only.
+        """
+        users = np.flatnonzero(np.diff(ds.user_indptr) > 0)
+        cap = self.config.rerank.diversity.exposure_users
+        if len(users) > cap:
+            users = np.sort(np.random.default_rng(self.config.seed).choice(users, cap, replace=False))
+        queries = history_queries(ds, users, n=self.config.n)
+        counts = np.zeros(ds.n_items, dtype=np.float64)
+        for start in range(0, len(queries), BATCH):
+            batch = QueryBatch(queries[start : start + BATCH], ds.n_items)
+            ranked = self._recall(batch, Trace(), keep=None)
+            if self.ranker is not None and len(ranked):
+                ranked = self._rank(batch, ranked, Trace())
+            top = ranked.head(self.config.n).item
+            np.add.at(counts, top[top < ds.n_items], 1.0)
+        return counts
 
     def _fit_recall(self, ds: Dataset, progress: bool, prefix: str) -> None:
         self.sources = {}
@@ -143,32 +201,60 @@ class Funnel:
         return channel_feature_names(list(self.sources)) + ["n_channels"] + self.features.names
 
     # ---- serving --------------------------------------------------------------------
-    def _recall(self, batch: QueryBatch, trace: Trace, keep: dict | None) -> Candidates:
+    def _recall(
+        self, batch: QueryBatch, trace: Trace, keep: dict | None, budget: Budget | None = None
+    ) -> Candidates:
         results = {}
         for name, src in self.sources.items():
-            results[name] = trace.timed(f"recall:{name}", lambda s=src: s.retrieve(batch))
+            stage = f"recall:{name}"
+            if budget is None:
+                results[name] = trace.timed(stage, lambda s=src: s.retrieve(batch))
+                continue
+            if results and budget.elapsed_ms() > budget.recall_ms:
+                trace.skipped[stage] = f"budget: recall past {budget.recall_ms:g} ms"
+                continue
+            try:
+                results[name] = trace.timed(stage, lambda s=src: s.retrieve(batch))
+            except Exception as e:  # noqa: BLE001 - a failing channel must not fail the answer
+                trace.skipped[stage] = _reason(e)
         if keep is not None:
             keep.update(results)
         quotas = {n: s.config.quota for n, s in self.sources.items()}
+        # a skipped channel still gets its (empty) columns: the ranker expects every one
+        for name in self.sources:
+            results.setdefault(name, Candidates.empty(len(batch)))
+        results = {n: results[n] for n in self.sources}
         return trace.timed(
             "merge", lambda: merge(results, quotas, self.config.merge.pool_size, len(batch))
         )
 
-    def run(self, batch: QueryBatch, keep_stages: bool = False) -> FunnelOutput:
+    def run(self, batch: QueryBatch, keep_stages: bool = False, budget: Budget | None = None) -> FunnelOutput:
         trace = Trace()
         channels: dict[str, Candidates] = {}
-        pool = self._recall(batch, trace, channels if keep_stages else None)
+        pool = self._recall(batch, trace, channels if keep_stages else None, budget)
         ranked = pool
         if self.ranker is not None and len(pool):
             assert self.features is not None
-            trace.timed("hydrate", lambda: (self.features.hydrate(batch, pool), pool)[1])
-            ranked = trace.timed("rank", lambda: pool.reorder(self.ranker.score(pool)))
-        blacklist = self.item_ids.lookup(self.config.rerank.blacklist)
+            if budget is None:
+                ranked = self._rank(batch, pool, trace)
+            elif budget.elapsed_ms() > budget.rank_after_ms:
+                trace.skipped["rank"] = f"budget: recall ended past {budget.rank_after_ms:g} ms"
+            else:
+                try:
+                    ranked = self._rank(batch, pool, trace)
+                except Exception as e:  # noqa: BLE001 - keep the merge order instead
+                    trace.skipped["rank"] = _reason(e)
         t = time.perf_counter()
-        final, log = rerank(
-            ranked, batch, self.config.rerank, max(q.n for q in batch.queries) if len(batch) else self.config.n,
-            self.item_categories, blacklist[blacklist >= 0],
-        )
+        n = max(q.n for q in batch.queries) if len(batch) else self.config.n
+        if budget is None:
+            final, log = self.reranker(ranked, batch, n)
+        else:
+            try:
+                final, log = self.reranker(ranked, batch, n)
+            except Exception as e:  # noqa: BLE001 - the ranked head is still an answer
+                trace.skipped["rerank"] = _reason(e)
+                final, log = ranked.head(n), {}
+                final.features["rank_before_rerank"] = final.rank_in_query()
         trace.ms["rerank"] = (time.perf_counter() - t) * 1000
         trace.counts["rerank"] = len(final)
         trace.rules.update(log)
@@ -180,8 +266,27 @@ class Funnel:
             ranked=ranked if keep_stages else None,
         )
 
+    def _rank(self, batch: QueryBatch, pool: Candidates, trace: Trace) -> Candidates:
+        assert self.features is not None and self.ranker is not None
+        trace.timed("hydrate", lambda: (self.features.hydrate(batch, pool), pool)[1])
+        return trace.timed("rank", lambda: pool.reorder(self.ranker.score(pool)))
+
     def recommend(self, query: Query) -> FunnelOutput:
         return self.run(QueryBatch([query], self.n_items))
+
+    @property
+    def reranker(self) -> Reranker:
+        """The re-rank stage (built on first use; follows `config.rerank` if it is replaced)."""
+        if self._reranker is None:
+            self._reranker = Reranker(
+                self.config.rerank, self.catalog, self.item_ids, list(self.sources), seed=self.config.seed
+            )
+        self._reranker.config = self.config.rerank
+        return self._reranker
+
+    def update_blacklist(self, add: list[str] = (), remove: list[str] = ()) -> int:  # type: ignore[assignment]
+        """Block/unblock raw item ids at runtime (the admin endpoint calls this)."""
+        return self.reranker.update_blacklist(add, remove)
 
     # ---- persistence ----------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
@@ -195,7 +300,7 @@ class Funnel:
         if self.ranker is not None:
             self.ranker.save(d / "rank")
         self.item_ids.save(d / "item_ids.json")
-        save_state(d / "catalog", {"item_categories": self.item_categories})
+        self.catalog.save(d / "catalog")
         write_json(
             d / "funnel.json",
             {
@@ -225,7 +330,8 @@ class Funnel:
         if meta["ranker"]:
             f.ranker = RANKERS[meta["ranker"]].load(d / "rank")
         f.item_ids = IdMap.load(d / "item_ids.json")
-        f.item_categories = load_state(d / "catalog")["item_categories"]
+        f.catalog = Catalog.load(d / "catalog")
+        f.item_categories = f.catalog.categories
         return f
 
 

@@ -26,6 +26,7 @@ class Query:
     n: int = 10
     surface: str = "home"
     exclude: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    attributes: dict[str, object] = field(default_factory=dict)  # user attributes (audience rules)
 
     def __post_init__(self) -> None:
         self.history = np.asarray(self.history, dtype=np.int32)
@@ -83,6 +84,13 @@ class QueryBatch:
         m.sum_duplicates()
         return m
 
+    def known_history(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(items, weights) of the packed history events inside the catalog with a nonzero
+        weight, in packed order: the single-query path's view of `history_matrix`."""
+        w = np.ones(len(self.items), dtype=np.float32) if weights is None else weights
+        k = self._known & (w != 0)
+        return self.items[k], w[k]
+
     @cached_property
     def seen(self) -> sp.csr_matrix:
         """Binary queries x items: history plus explicit exclusions."""
@@ -94,6 +102,12 @@ class QueryBatch:
                 rows.append(np.full(len(ex), r, dtype=np.int64))
                 cols.append(ex.astype(np.int32))
         rr, cc = np.concatenate(rows), np.concatenate(cols)
+        if len(self) == 1:  # serving: build the one row directly (no COO round trip)
+            cc = np.unique(cc).astype(np.int32)
+            ptr = np.array([0, len(cc)], dtype=np.int32)
+            return sp.csr_matrix(
+                (np.ones(len(cc), dtype=np.float32), cc, ptr), shape=(1, self.n_items)
+            )
         m = sp.csr_matrix(
             (np.ones(len(rr), dtype=np.float32), (rr, cc)), shape=(len(self), self.n_items)
         )

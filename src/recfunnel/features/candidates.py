@@ -20,6 +20,7 @@ from recfunnel.query import NO_TIME, QueryBatch
 from recfunnel.recall.base import CHUNK, recency_weights
 from recfunnel.recall.cooccurrence import CooccurrenceConfig, association_matrix
 from recfunnel.recall.itemcf import item_similarity
+from recfunnel.recall.sparse_ops import gather_rows, weighted_row_sum
 
 DAY = 86400.0
 
@@ -102,6 +103,9 @@ class CandidateFeatures:
         since[ok] = (batch.times[ok] - last_ts[ok]) / DAY
         f["user_days_since_last"] = since[q]
 
+        if len(batch) == 1:  # serving: the same features without per-request sparse matrices
+            self._hydrate_history_one(batch, it, f)
+            return
         share = batch.history_matrix(recency_weights(batch, 0.98, 200))
         total = np.asarray(share.sum(axis=1)).ravel()
         share = sp.diags(1.0 / np.maximum(total, 1e-9)) @ share
@@ -119,6 +123,30 @@ class CandidateFeatures:
         f["assoc_recent"] = _gather(lambda r: (recent[r] @ self.assoc).toarray(), len(batch), q, it)
         f["sim_last1"] = _gather(lambda r: (last1[r] @ self.similarity).toarray(), len(batch), q, it)
         f["sim_recent"] = _gather(lambda r: (recent[r] @ self.similarity).toarray(), len(batch), q, it)
+
+    def _hydrate_history_one(self, batch: QueryBatch, it: np.ndarray, f: dict[str, np.ndarray]) -> None:
+        """The history features of `hydrate` for a batch of one, on the CSR arrays."""
+        items, w = batch.known_history(recency_weights(batch, 0.98, 200))
+        ic = self.item_categories
+        owner, cats, vals = gather_rows(ic, items)
+        aff = np.bincount(cats, weights=vals * w[owner], minlength=ic.shape[1])
+        aff = (aff / max(float(w.astype(np.float64).sum()), 1e-9)).astype(np.float32)
+        c_owner, c_cats, c_vals = gather_rows(ic, it)
+        per = aff[c_cats] * c_vals
+        f["cat_affinity"] = np.bincount(c_owner, weights=per, minlength=len(it)).astype(
+            np.float32
+        ) / np.maximum(self.item_n_categories[it], 1.0)
+        best = np.zeros(len(it), dtype=np.float32)
+        np.maximum.at(best, c_owner, aff[c_cats])
+        f["cat_affinity_max"] = best
+        for name, decay, last_n, m in (
+            ("assoc_last1", 1.0, 1, self.assoc),
+            ("assoc_recent", 0.7, 5, self.assoc),
+            ("sim_last1", 1.0, 1, self.similarity),
+            ("sim_recent", 0.7, 5, self.similarity),
+        ):
+            h, hw = batch.known_history(recency_weights(batch, decay, last_n))
+            f[name] = weighted_row_sum(m, h, hw)[it]
 
     # ---- persistence --------------------------------------------------------------
     def state(self) -> dict[str, Any]:

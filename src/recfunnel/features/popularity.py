@@ -33,9 +33,11 @@ class DecayedPopularity:
         self.times = np.zeros(1, dtype=np.int64)  # T_j
         self.snapshots = sp.csr_matrix((1, 0), dtype=np.float32)
         self.ordinal = False
+        self._rows: dict[int, np.ndarray] = {}  # dense snapshot rows read by serving
 
     def fit(self, ds: Dataset) -> "DecayedPopularity":
         self.ordinal = ds.ordinal_time
+        self._rows = {}
         if ds.ordinal_time or ds.n_events == 0:
             self._fit_ordinal(ds)
         else:
@@ -90,13 +92,28 @@ class DecayedPopularity:
             return np.zeros(len(times), dtype=np.int64)
         return np.searchsorted(self.times, times, side="right") - 1
 
+    def snapshot_row(self, j: int) -> np.ndarray:
+        """Snapshot j as a dense read-only vector, cached: a request reads it without
+        densifying the sparse snapshot again (serving asks for the same one each time)."""
+        row = self._rows.get(j)
+        if row is None:
+            row = self.snapshots[j].toarray().ravel()
+            row.setflags(write=False)
+            if len(self._rows) >= 8:
+                self._rows.clear()
+            self._rows[j] = row
+        return row
+
     def at(self, times: np.ndarray) -> np.ndarray:
         """Dense (len(times) x n_items) decayed counts just before each time."""
         idx = self.snapshot_index(np.asarray(times, dtype=np.int64))
         out = np.zeros((len(idx), self.n_items), dtype=np.float32)
         ok = idx >= 0
         if ok.any():
-            out[ok] = self.snapshots[idx[ok]].toarray()
+            if len(idx) == 1:
+                out[0] = self.snapshot_row(int(idx[0]))
+            else:
+                out[ok] = self.snapshots[idx[ok]].toarray()
             if not self.ordinal:
                 lam = math.log(2.0) / self.half_life_s
                 t = times[ok]
@@ -115,3 +132,4 @@ class DecayedPopularity:
         self.times = state[f"{prefix}times"]
         self.snapshots = state[f"{prefix}snapshots"]
         self.ordinal = bool(state[f"{prefix}ordinal"])
+        self._rows = {}

@@ -20,6 +20,7 @@ from recfunnel.candidates import Candidates, top_k
 from recfunnel.data.dataset import Dataset
 from recfunnel.persist import load_state, read_json, save_state, write_json
 from recfunnel.query import QueryBatch
+from recfunnel.recall.sparse_ops import weighted_row_sum
 
 CHUNK = 1024  # queries scored together: bounds the dense queries x items score matrix
 
@@ -52,16 +53,17 @@ class Source(ABC):
         parts = []
         for start in range(0, len(batch), CHUNK):
             rows = slice(start, min(start + CHUNK, len(batch)))
+            whole = rows.start == 0 and rows.stop == len(batch)
             parts.append(
                 top_k(
                     self.score(batch, rows),
                     k,
-                    exclude=batch.seen[rows],
+                    exclude=batch.seen if whole else batch.seen[rows],
                     row_offset=start,
                     n_queries=len(batch),
                 )
             )
-        return _concat_sorted(parts, len(batch))
+        return concat_sorted(parts, len(batch))
 
     # ---- persistence --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -85,7 +87,7 @@ class Source(ABC):
         return src
 
 
-def _concat_sorted(parts: list[Candidates], n_queries: int) -> Candidates:
+def concat_sorted(parts: list[Candidates], n_queries: int) -> Candidates:
     """Chunks are already in (query, -score) order: plain concatenation keeps it."""
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -130,7 +132,11 @@ class ItemItemSource(Source):
 
     def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
         c = self.config
-        hist = batch.history_matrix(recency_weights(batch, c.history_decay, c.history_last_n))[rows]
+        w = recency_weights(batch, c.history_decay, c.history_last_n)
+        if len(batch) == 1:  # serving: no sparse matrices per request
+            items, w = batch.known_history(w)
+            return weighted_row_sum(self.matrix, items, w)[None, :]
+        hist = batch.history_matrix(w)[rows]
         return (hist @ self.matrix).toarray()
 
     def state(self) -> dict[str, Any]:

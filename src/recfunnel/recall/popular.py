@@ -6,17 +6,23 @@ history at all.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Callable, Self
 
 import numpy as np
 from pydantic import Field
 
+from recfunnel.candidates import Candidates
 from recfunnel.data.dataset import Dataset
 from recfunnel.features.popularity import DecayedPopularity
 from recfunnel.query import QueryBatch
 from recfunnel.recall.base import Source, SourceConfig, recency_weights
+from recfunnel.recall.sparse_ops import gather_rows
 
 DAY = 86400
+
+# Serving injects this: half-life in seconds -> live decayed counts per item (dense,
+# n_items) from the online store, or None. Offline it is never set.
+LiveCounts = Callable[[float], "np.ndarray | None"]
 
 
 class PopularConfig(SourceConfig):
@@ -32,11 +38,37 @@ class PopularSource(Source):
     def fit(self, ds: Dataset) -> Self:
         self.n_items = ds.n_items
         self.counts = ds.item_user_count.astype(np.float32)
+        self._sorted = None
         return self
 
     def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
         n = rows.stop - rows.start
         return np.broadcast_to(self.counts, (n, self.n_items))
+
+    def retrieve(self, batch: QueryBatch, k: int | None = None) -> Candidates:
+        if len(batch) != 1:
+            return super().retrieve(batch, k)
+        # serving: the order never changes, so walk it once sorted, skipping what was seen
+        k = k or self.config.quota
+        order = self._order()
+        seen = batch.seen.indices
+        head = order[: k + len(seen)]
+        head = head[~np.isin(head, seen)][:k]
+        return Candidates(
+            query=np.zeros(len(head), dtype=np.int32),
+            item=head.astype(np.int32),
+            score=self.counts[head].astype(np.float32),
+            n_queries=1,
+        )
+
+    def _order(self) -> np.ndarray:
+        """Items with a positive count by (-count, item): the order `top_k` gives."""
+        order = getattr(self, "_sorted", None)
+        if order is None:
+            found = np.flatnonzero(self.counts > 0)
+            order = found[np.lexsort((found, -self.counts[found].astype(np.float32)))]
+            self._sorted = order
+        return order
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "counts": self.counts}
@@ -44,6 +76,7 @@ class PopularSource(Source):
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self.counts = state["counts"]
+        self._sorted = None
 
 
 class HotConfig(SourceConfig):
@@ -57,10 +90,16 @@ class HotConfig(SourceConfig):
 
 
 class HotSource(Source):
-    """Time-decayed popularity just before the request time."""
+    """Time-decayed popularity just before the request time.
+
+    Online, `live` (set by the server) adds the decayed counts of events that arrived
+    after the build, so a burst of events makes an item hot at once; offline it is None
+    and the channel reads the point-in-time snapshots only.
+    """
 
     name = "hot"
     Config = HotConfig
+    live: LiveCounts | None = None
 
     def fit(self, ds: Dataset) -> Self:
         c = self.config
@@ -70,8 +109,56 @@ class HotSource(Source):
         ).fit(ds)
         return self
 
+    def hot(self, times: np.ndarray) -> np.ndarray:
+        """(len(times) x n_items) decayed counts: snapshots plus live counts when served."""
+        out = self.pop.at(times)
+        if self.live is not None:
+            extra = self.live(self.config.half_life_days * DAY)
+            if extra is not None:
+                out += extra[None, : self.n_items]
+        return out
+
     def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
-        return self.pop.at(batch.times[rows])
+        return self.hot(batch.times[rows])
+
+    def retrieve(self, batch: QueryBatch, k: int | None = None) -> Candidates:
+        if len(batch) != 1 or type(self) is not HotSource:
+            return super().retrieve(batch, k)
+        # serving: a snapshot decays uniformly, so its order is fixed; only the items with
+        # live counts can overtake it. Rank the snapshot's head plus those, exactly.
+        k = k or self.config.quota
+        times = batch.times[:1]
+        j = int(self.pop.snapshot_index(times)[0])
+        scores = self.pop.at(times)[0]
+        live = np.empty(0, dtype=np.int64)
+        extra = self.live(self.config.half_life_days * DAY) if self.live is not None else None
+        if extra is not None:
+            extra = extra[: self.n_items]
+            scores = scores + extra
+            live = np.flatnonzero(extra)
+        seen = batch.seen.indices
+        base = self._order(j)
+        pool = np.union1d(base[: k + len(seen) + len(live)], live)
+        pool = pool[(scores[pool] > 0) & ~np.isin(pool, seen)]
+        order = np.lexsort((pool, -scores[pool]))[:k]
+        return Candidates(
+            query=np.zeros(len(order), dtype=np.int32),
+            item=pool[order].astype(np.int32),
+            score=scores[pool][order].astype(np.float32),
+            n_queries=1,
+        )
+
+    def _order(self, j: int) -> np.ndarray:
+        """Items with a positive count in snapshot j by (-count, item), cached."""
+        cache = self.__dict__.setdefault("_orders", {})
+        order = cache.get(j)
+        if order is None:
+            row = self.pop.snapshot_row(j) if j >= 0 else np.zeros(self.n_items, np.float32)
+            found = np.flatnonzero(row > 0)
+            order = found[np.lexsort((found, -row[found]))]
+            cache.clear()
+            cache[j] = order
+        return order
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), **self.pop.state("pop_")}
@@ -110,6 +197,8 @@ class CategoryHotSource(HotSource):
     def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
         c = self.config
         w = recency_weights(batch, c.history_decay, c.history_last_n)
+        if len(batch) == 1:
+            return self._score_one(batch, w)[None, :]
         hist = batch.history_matrix(w)[rows]
         ic = self.item_categories
         aff = np.asarray((hist @ ic).todense(), dtype=np.float32)  # queries x categories
@@ -121,7 +210,7 @@ class CategoryHotSource(HotSource):
             aff[aff < cut[:, None]] = 0.0
         total = aff.sum(axis=1, keepdims=True)
         aff = np.divide(aff, total, out=np.zeros_like(aff), where=total > 0)
-        hot = self.pop.at(batch.times[rows])  # queries x items
+        hot = self.hot(batch.times[rows])  # queries x items
         # the hottest item of each category, per query
         cat_max = np.zeros_like(aff)
         icc = ic.tocsc()
@@ -132,9 +221,42 @@ class CategoryHotSource(HotSource):
         weight = np.divide(aff, cat_max, out=np.zeros_like(aff), where=cat_max > 0)
         return hot * np.asarray(ic @ weight.T).T
 
+    def _score_one(self, batch: QueryBatch, w: np.ndarray) -> np.ndarray:
+        """`score` for a batch of one, in NumPy on the CSR arrays (the serving path)."""
+        c = self.config
+        ic = self.item_categories
+        n_cat = ic.shape[1]
+        if n_cat == 0:
+            return np.zeros(self.n_items, dtype=np.float32)
+        items, w = batch.known_history(w)
+        owner, cats, vals = gather_rows(ic, items)
+        aff = np.bincount(cats, weights=vals * w[owner], minlength=n_cat).astype(np.float32)
+        if c.top_categories < n_cat:
+            cut = np.partition(aff, n_cat - c.top_categories)[n_cat - c.top_categories]
+            aff[aff < cut] = 0.0
+        total = aff.sum()
+        chosen = np.flatnonzero(aff) if total > 0 else np.empty(0, dtype=np.int64)
+        aff = aff / total if total > 0 else aff
+        hot = self.hot(batch.times[:1])[0]
+        icc = self._by_category()
+        weight = np.zeros(self.n_items, dtype=np.float32)
+        for cat in chosen:
+            members = icc.indices[icc.indptr[cat] : icc.indptr[cat + 1]]
+            top = hot[members].max() if len(members) else 0.0
+            if top > 0:
+                weight[members] += (aff[cat] / top) * icc.data[icc.indptr[cat] : icc.indptr[cat + 1]]
+        return hot * weight
+
+    def _by_category(self):  # noqa: ANN202 - a scipy CSC matrix
+        icc = getattr(self, "_icc", None)
+        if icc is None:
+            icc = self._icc = self.item_categories.tocsc()
+        return icc
+
     def state(self) -> dict[str, Any]:
         return {**super().state(), "item_categories": self.item_categories}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self.item_categories = state["item_categories"]
+        self._icc = None

@@ -13,9 +13,11 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from recfunnel.candidates import smallest_k
 from recfunnel.data.dataset import Dataset
 from recfunnel.query import QueryBatch
 from recfunnel.recall.base import Source, SourceConfig
+from recfunnel.recall.sparse_ops import gather_rows, weighted_row_sum
 
 
 class UserCFConfig(SourceConfig):
@@ -39,9 +41,12 @@ class UserCFSource(Source):
         n_u = np.asarray(x.sum(axis=1)).ravel()
         self.user_items = x
         self.user_norm = np.sqrt(np.maximum(n_u, 1.0)).astype(np.float32)
+        self._item_users = None
         return self
 
     def score(self, batch: QueryBatch, rows: slice) -> np.ndarray:
+        if len(batch) == 1:
+            return self._score_one(batch)[None, :]
         hist = batch.history_matrix()[rows]
         hist.data[:] = 1.0
         q_norm = np.sqrt(np.maximum(np.asarray(hist.sum(axis=1)).ravel(), 1.0))
@@ -52,12 +57,36 @@ class UserCFSource(Source):
         own = (users >= 0) & (users < sim.shape[1])
         sim[np.flatnonzero(own), users[own]] = 0.0  # a user is not their own neighbour
         k = min(self.config.neighbors, sim.shape[1])
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(sim, top, axis=1)
+        # most similar first, ties to the lower user index (the same choice as `_score_one`)
+        top, vals = smallest_k(np.negative(sim, dtype=np.float32), k)
+        vals = -vals
         neighbours = sp.csr_matrix(
             (vals.ravel(), (np.repeat(np.arange(sim.shape[0]), k), top.ravel())), shape=sim.shape
         )
         return (neighbours @ self.user_items).toarray()
+
+    def _score_one(self, batch: QueryBatch) -> np.ndarray:
+        """`score` for a batch of one: only users sharing an item are touched (serving)."""
+        items = np.unique(batch.known_history()[0])
+        n_users = self.user_items.shape[0]
+        q_norm = np.float32(np.sqrt(max(len(items), 1.0)))
+        owner, users, vals = gather_rows(self._by_item(), items)
+        sim = np.bincount(users, weights=self.item_weight[items][owner] * vals, minlength=n_users)
+        sim = sim.astype(np.float32) / (q_norm * self.user_norm)
+        u = int(batch.users[0])
+        if 0 <= u < n_users:
+            sim[u] = 0.0  # a user is not their own neighbour
+        found = np.flatnonzero(sim > 0)  # users with nothing shared vote nothing
+        k = min(self.config.neighbors, n_users)
+        if len(found) > k:
+            found = found[smallest_k(np.negative(sim[found])[None, :], k)[0][0]]
+        return weighted_row_sum(self.user_items, found, sim[found])
+
+    def _by_item(self) -> sp.csr_matrix:
+        m = getattr(self, "_item_users", None)
+        if m is None:
+            m = self._item_users = self.user_items.T.tocsr()
+        return m
 
     def state(self) -> dict[str, Any]:
         return {
@@ -72,3 +101,4 @@ class UserCFSource(Source):
         self.item_weight = state["item_weight"]
         self.user_items = state["user_items"]
         self.user_norm = state["user_norm"]
+        self._item_users = None

@@ -1,0 +1,1 @@
+"""ANN indexes over item vectors (faiss)."""
