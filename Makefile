@@ -16,9 +16,14 @@ bench: $(VENV)/.installed-test
 
 install: $(VENV)/.installed
 
+# torch first, pinned: the CPU build of 2.13.0 is what these machines carry; an unpinned
+# torch pulled in by a dependency would fetch the newest CUDA build (several GB).
+TORCH := torch==2.13.0
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .

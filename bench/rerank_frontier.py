@@ -39,7 +39,7 @@ from recfunnel.candidates import Candidates  # noqa: E402
 from recfunnel.config import FunnelConfig, load_config  # noqa: E402
 from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import leave_last_out  # noqa: E402
-from recfunnel.evaluate.metrics import summarize  # noqa: E402
+from recfunnel.evaluate.metrics import summarize, target_ranks  # noqa: E402
 from recfunnel.funnel import BATCH, Funnel  # noqa: E402
 from recfunnel.query import QueryBatch, history_queries  # noqa: E402
 from recfunnel.rerank.catalog import Catalog  # noqa: E402
@@ -51,20 +51,25 @@ DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty-s3rec"}
 KEEP = 200  # ranked candidates kept per query (the latency test uses 200)
 MMR_LAMBDAS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)
 DPP_THETAS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)
+DEFAULT_LAMBDAS = (0.9, 0.84, 0.8, 0.76, 0.65, 0.55)
 METRICS = ("NDCG@10", "HR@10", "ILD@10", "coverage@10", "novelty@10")
 
 
-def ranked_candidates(ds, split, cfg: FunnelConfig, cache: Path | None) -> list[Candidates]:
-    """Ranked lists (top KEEP per query) of every test query, batch by batch; cached."""
-    key = hashlib.sha256((ds.fingerprint() + cfg.model_dump_json(exclude={"rerank"})).encode()).hexdigest()[:12]
+def ranked_candidates(ds, split, cfg: FunnelConfig, cache: Path | None) -> tuple[list[Candidates], Catalog]:
+    """Ranked lists (top KEEP per query) of every test query, batch by batch, and the fitted
+    funnel's catalog (with its expected-exposure estimate); cached outside the repo."""
+    # re-rank settings do not change the ranked lists; only the exposure estimate's sample does
+    key_src = ds.fingerprint() + cfg.model_dump_json(exclude={"rerank"}) + str(cfg.rerank.diversity.exposure_users)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     path = cache / f"ranked-{ds.name}-{key}.npz" if cache else None
+    cat_dir = cache / f"catalog-{ds.name}-{key}" if cache else None
     n_batches = (len(split) + BATCH - 1) // BATCH
-    if path is not None and path.exists():
+    if path is not None and path.exists() and cat_dir is not None and cat_dir.exists():
         z = np.load(path, allow_pickle=False)
         return [
             Candidates(z[f"q{b}"], z[f"i{b}"], z[f"s{b}"], int(z[f"n{b}"]), {"channels": z[f"c{b}"]})
             for b in range(n_batches)
-        ]
+        ], Catalog.load(cat_dir)
     t = time.perf_counter()
     funnel = Funnel(cfg).fit(split.fit, progress=True)
     print(f"  fitted in {time.perf_counter() - t:.0f}s", flush=True)
@@ -81,7 +86,8 @@ def ranked_candidates(ds, split, cfg: FunnelConfig, cache: Path | None) -> list[
             arrays.update({f"q{b}": c.query, f"i{b}": c.item, f"s{b}": c.score, f"n{b}": np.int64(c.n_queries),
                            f"c{b}": c.features["channels"]})
         np.savez(path, **arrays)
-    return out
+        funnel.catalog.save(cat_dir)
+    return out, funnel.catalog
 
 
 def batches_of(split, n: int) -> list[QueryBatch]:
@@ -98,28 +104,57 @@ def evaluate_setting(rcfg: RerankConfig, catalog: Catalog, ranked, batches, spli
         finals.append(rr(c, batch, n, record=False)[0].padded(n))
     secs = time.perf_counter() - t
     fit = split.fit
-    m = summarize(np.concatenate(finals), split.items, fit.item_categories, fit.item_user_count, fit.n_users, fit.n_items)
+    top = np.concatenate(finals)
+    m = summarize(top, split.items, fit.item_categories, fit.item_user_count, fit.n_users, fit.n_items)
     out = {k: m[k] for k in METRICS}
     out["ms_per_query_batched"] = 1000 * secs / max(len(split), 1)
+    ranks = target_ranks(top, split.items)
+    GAINS[id(rcfg)] = np.where((ranks >= 0) & (ranks < n), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
     return out
 
 
+GAINS: dict[int, np.ndarray] = {}  # per-user NDCG@10 gains of the last evaluation of a config
+
+
+def window_union(ranked: list[Candidates], window: int, n_items: int) -> float:
+    """Share of the catalog that appears in at least one query's re-rank window."""
+    return float(np.unique(np.concatenate([c.head(window).item for c in ranked])).size / n_items)
+
+
+def ndcg_change_ci(base: np.ndarray, new: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% paired bootstrap interval (users resampled) of the relative NDCG@10 change."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(base), size=(n_boot, len(base)))
+    rel = new[idx].mean(axis=1) / np.maximum(base[idx].mean(axis=1), 1e-12) - 1.0
+    return [float(np.percentile(rel, 2.5)), float(np.percentile(rel, 97.5))]
+
+
 def settings(default: RerankConfig) -> dict[str, RerankConfig]:
-    """Named re-rank configs: none, default, the old default, and the MMR / DPP sweeps."""
+    """Named re-rank configs: none, default, the old default, and three sweeps.
+
+    `mmr lambda=x` is classic MMR alone (max similarity, no discount, no pinned head, no
+    exposure penalty, no other rule); `dpp theta=x` is DPP alone; `default lambda=x` is the
+    default config with only its lambda changed.
+    """
     def alone(method: str, **div) -> RerankConfig:
         c = default.model_copy(deep=True)
         c.preset = method  # type: ignore[assignment]
         c.scatter_max_run = 0
         c.ratio_cap.max_share = 0.0
-        c.diversity = c.diversity.model_copy(update={"popularity_penalty": 0.0, **div})
+        c.diversity = c.diversity.model_copy(update={
+            "popularity_penalty": 0.0, "exposure_penalty": 0.0, "keep_top": 0, "mmr_discount": False,
+            "mmr_aggregate": "max", **div})
         return c
 
     out = {"none": default.model_copy(update={"preset": "none"}), "default": default}
-    old = default.model_copy(deep=True)
-    old.diversity.method = "off"
-    old.ratio_cap.max_share = 0.0
-    old.scatter_max_run = 2
+    old = RerankConfig(scatter_max_run=2, diversity={"method": "off"})
     out["scatter only (old default)"] = old
+    for lam in DEFAULT_LAMBDAS:
+        out[f"default lambda={lam}"] = default.model_copy(
+            update={"diversity": default.diversity.model_copy(update={"mmr_lambda": lam})})
+    tuned = default.model_copy(deep=True)
+    tuned.diversity.mmr_lambda, tuned.diversity.exposure_penalty = 0.76, 0.35
+    out["default, lambda=0.76 exposure_penalty=0.35"] = tuned
     for lam in MMR_LAMBDAS:
         out[f"mmr lambda={lam}"] = alone("mmr", mmr_lambda=lam)
     for th in DPP_THETAS:
@@ -141,16 +176,19 @@ def latency(rcfgs: dict[str, RerankConfig], catalog: Catalog, ranked, batches, n
     out = {}
     for name, rcfg in rcfgs.items():
         rr = Reranker(rcfg, catalog, seed=0)
-        times = []
-        for rep in range(2):  # first pass warms caches
+        runs = []
+        for rep in range(4):  # the first pass warms caches and is dropped
             times = []
             for c, b in singles:
                 cc = Candidates(c.query, c.item, c.score, 1, dict(c.features))
                 t = time.perf_counter()
                 rr(cc, b, 10, record=False)
                 times.append((time.perf_counter() - t) * 1000)
-        out[name] = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
-                     "queries": len(times)}
+            runs.append(times)
+        # per query the fastest of 3 timed passes: the stage's own cost, not the shared machine's hiccups
+        best = np.min(np.array(runs[1:]), axis=0)
+        out[name] = {"p50_ms": float(np.percentile(best, 50)), "p99_ms": float(np.percentile(best, 99)),
+                     "p99_ms_single_pass": float(np.percentile(runs[-1], 99)), "queries": len(best)}
     return out
 
 
@@ -159,11 +197,11 @@ def run_dataset(name: str, path: Path, out: Path, cache: Path | None) -> dict:
     split = leave_last_out(ds)
     print(f"\n== {ds.describe()}; {len(split)} test users", flush=True)
     cfg = load_config(None)
-    ranked = ranked_candidates(ds, split, cfg, cache)
+    ranked, catalog = ranked_candidates(ds, split, cfg, cache)
     batches = batches_of(split, cfg.n)
-    catalog = Catalog.from_dataset(split.fit, cfg.rerank.group.column, cfg.rerank.audience.pairs)
     rows = {}
-    for label, rcfg in settings(cfg.rerank).items():
+    named = settings(cfg.rerank)
+    for label, rcfg in named.items():
         rows[label] = evaluate_setting(rcfg, catalog, ranked, batches, split, cfg.n)
         r = rows[label]
         print(f"  {label:28s} NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} ILD@10 {r['ILD@10']:.4f} "
@@ -173,11 +211,18 @@ def run_dataset(name: str, path: Path, out: Path, cache: Path | None) -> dict:
     change = {k: dflt[k] / base[k] - 1.0 for k in METRICS}
     floors = {
         "ILD@10": {"change": change["ILD@10"], "need": ">= +15%", "pass": change["ILD@10"] >= 0.15},
-        "coverage@10": {"change": change["coverage@10"], "need": ">= +15%", "pass": change["coverage@10"] >= 0.15},
-        "NDCG@10": {"change": change["NDCG@10"], "need": ">= -3%", "pass": change["NDCG@10"] >= -0.03},
+        "coverage@10": {"change": change["coverage@10"], "need": ">= +15%", "pass": change["coverage@10"] >= 0.15,
+                        # the most any re-ranker could reach: every item once, or every item of any window
+                        "ceiling_all_items": 1.0 / base["coverage@10"] - 1.0,
+                        "ceiling_window": window_union(ranked, cfg.rerank.window, split.fit.n_items) / base["coverage@10"] - 1.0},
+        "NDCG@10": {"change": change["NDCG@10"], "need": ">= -3%", "pass": change["NDCG@10"] >= -0.03,
+                    "ci95": ndcg_change_ci(GAINS[id(named["none"])], GAINS[id(named["default"])])},
     }
     for k, f in floors.items():
-        print(f"  floor {k}: {f['change']:+.1%} (needs {f['need']}): {'PASS' if f['pass'] else 'FAIL'}", flush=True)
+        ci = f" (95% paired bootstrap CI [{f['ci95'][0]:+.1%}, {f['ci95'][1]:+.1%}])" if "ci95" in f else ""
+        if "ceiling_all_items" in f:
+            ci = f" (the most possible: {f['ceiling_all_items']:+.1%}; within the windows: {f['ceiling_window']:+.1%})"
+        print(f"  floor {k}: {f['change']:+.1%}{ci} (needs {f['need']}): {'PASS' if f['pass'] else 'FAIL'}", flush=True)
     lat_cfgs = {"default (window 50)": cfg.rerank}
     wide = cfg.rerank.model_copy(update={"window": KEEP})
     lat_cfgs["default, window 200"] = wide
@@ -206,7 +251,9 @@ def markdown(results: list[dict]) -> str:
         "",
         "Protocol of `../shared/PROTOCOL.md` (leave-last-one-out, full ranking). The funnel (LightGBM ranker) is "
         "fitted once per data set; every row re-ranks the same ranked candidates. `default` is the packaged "
-        "config; the MMR and DPP rows run that selector alone (no scattering, caps or popularity penalty). "
+        "config (max-sum MMR with DCG-discounted relevance, the top 4 kept, an expected-exposure penalty); "
+        "`default lambda=x` varies only its lambda; `mmr lambda=x` is classic MMR alone and `dpp theta=x` DPP "
+        "alone (no pinned head, exposure penalty, scattering or caps). "
         f"Generated by `bench/rerank_frontier.py` on {platform.node()} ({os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
@@ -220,11 +267,15 @@ def markdown(results: list[dict]) -> str:
                          f"{m['coverage@10']:.4f} | {m['novelty@10']:.3f} | {m['ms_per_query_batched']:.3f} |")
         lines += ["", "Floors (default vs none):", ""]
         for k, f in r["floors"].items():
-            lines.append(f"- {k}: {f['change']:+.1%} (needs {f['need']}): **{'pass' if f['pass'] else 'FAIL'}**")
-        lines += ["", "Cost of the whole re-rank stage per request, 200 ranked candidates, one query per call:", "",
-                  "| config | p50 ms | p99 ms |", "| --- | ---: | ---: |"]
+            ci = f" (95% paired bootstrap CI [{f['ci95'][0]:+.1%}, {f['ci95'][1]:+.1%}])" if "ci95" in f else ""
+            if "ceiling_all_items" in f:
+                ci = f" (the most possible: {f['ceiling_all_items']:+.1%}; within the windows: {f['ceiling_window']:+.1%})"
+            lines.append(f"- {k}: {f['change']:+.1%}{ci} (needs {f['need']}): **{'pass' if f['pass'] else 'FAIL'}**")
+        lines += ["", "Cost of the whole re-rank stage per request, 200 ranked candidates, one query per call "
+                  "(300 queries; per query the fastest of 3 passes, and the p99 of a single pass):", "",
+                  "| config | p50 ms | p99 ms | p99 ms (one pass) |", "| --- | ---: | ---: | ---: |"]
         for k, v in r["latency_200_candidates"].items():
-            lines.append(f"| {k} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} |")
+            lines.append(f"| {k} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | {v['p99_ms_single_pass']:.3f} |")
         lines.append("")
     d = results[0]["default_config"]["diversity"]
     lines += [
@@ -242,9 +293,10 @@ def plot(results: list[dict], path: Path) -> None:
     for row, r in zip(axes, results):
         s = r["settings"]
         for ax, div in zip(row, ("ILD@10", "coverage@10")):
-            for prefix, style in (("mmr", "o-"), ("dpp", "s-")):
+            for prefix, style, name in (("mmr ", "o-", "MMR alone"), ("dpp ", "s-", "DPP alone"),
+                                        ("default lambda", "d-", "default, lambda swept")):
                 pts = [(m[div], m["NDCG@10"], k.split("=")[1]) for k, m in s.items() if k.startswith(prefix)]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=prefix.upper())
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
                 for x, y, lab in pts:
                     ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             for label, marker in (("none", "k*"), ("default", "r^"), ("scatter only (old default)", "gx")):

@@ -49,9 +49,10 @@ def small_artifacts(root: Path) -> Path:
     return root
 
 
-def publish_copy(root: Path, suffix: str, break_it: bool = False) -> str:
-    """Publish a copy of the current version under a new name (optionally broken); returns it."""
-    cur = resolve(root)
+def publish_copy(root: Path, suffix: str, break_it: bool = False, source: str | None = None) -> str:
+    """Publish a copy of `source` (default: the current version) under a new name,
+    optionally broken; returns the new name."""
+    cur = root / source if source else resolve(root)
     name = f"{cur.name.split('.')[0]}.{suffix}"
     new = root / name
     shutil.copytree(cur, new)
@@ -72,12 +73,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`uvicorn recfunnel.serve.app:app_from_env` in a subprocess on a free loopback port."""
+    """`uvicorn recfunnel.serve.app:app_from_env` in a subprocess on a free loopback port
+    (`workers` funnel processes behind it; 0 = the funnel runs in the HTTP process)."""
 
-    def __init__(self, settings: dict, workers: int = 1, log: Path | None = None) -> None:
-        self.settings = {"api_key": API_KEY, "watch_s": 0, **settings}
+    def __init__(self, settings: dict, workers: int = 0, log: Path | None = None) -> None:
+        self.settings = {"api_key": API_KEY, "watch_s": 0, "compile_ranker": False, "workers": workers, **settings}
         self.settings = {k: str(v) if isinstance(v, Path) else v for k, v in self.settings.items()}
-        self.workers = workers
         self.log = log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -88,7 +89,7 @@ class ServerProcess:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "recfunnel.serve.app:app_from_env", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning"],
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + timeout

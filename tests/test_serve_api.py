@@ -27,7 +27,7 @@ KEY = {"X-API-Key": API_KEY}
 def _settings(tmp, store: str = "sqlite", **kw) -> ServeSettings:
     return ServeSettings(
         artifacts=small_artifacts(tmp / "art"), state_dir=tmp / "state", store=store, api_key=API_KEY,
-        watch_s=0, redis_url=REDIS_URL, **kw,
+        watch_s=0, redis_url=REDIS_URL, compile_ranker=False, **kw,
     )
 
 
@@ -351,3 +351,14 @@ def test_web_pages_render(client):
     assert page.status_code == 200 and "Stage timings" in page.text and 'data-token="' in page.text
     r = client.post("/ui/click", json={"user": user, "item": item, "token": "0" * 32})
     assert r.status_code == 403
+
+
+def test_serve_command_refuses_bad_arguments(tmp_path):
+    from typer.testing import CliRunner
+
+    from recfunnel.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["serve", "--artifacts", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "recfunnel build" in r.output
+    r = CliRunner().invoke(cli, ["serve", "--artifacts", str(tmp_path), "--store", "mongo"])
+    assert r.exit_code == 2 and "unknown store 'mongo'" in r.output

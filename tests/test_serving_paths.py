@@ -74,9 +74,16 @@ def test_single_query_top_k_equals_batch():
     np.testing.assert_array_equal(one.score, two.score[two.query == 0])
 
 
-def test_single_query_features_and_funnel_equal_batch(planted_split, queries):
+@pytest.fixture(scope="module")
+def funnel(planted_split):
     split, _ = planted_split
-    funnel = Funnel(small_config()).fit(split.fit, progress=False)
+    cfg = small_config()
+    cfg.rank.lightgbm.threads = 1
+    return Funnel(cfg).fit(split.fit, progress=False)
+
+
+def test_single_query_features_and_funnel_equal_batch(planted_split, queries, funnel):
+    split, _ = planted_split
     n = split.fit.n_items
     batch = QueryBatch(queries, n)
     pool = funnel.run(batch, keep_stages=True).pool
@@ -93,3 +100,20 @@ def test_single_query_features_and_funnel_equal_batch(planted_split, queries):
             np.testing.assert_allclose(
                 one_pool.features[name][a], pool.features[name][b], rtol=1e-4, atol=1e-6, err_msg=name
             )
+
+
+def test_native_ranker_scores_like_lightgbm(planted_split, queries, funnel, tmp_path):
+    from recfunnel.rank.compiled import available
+    from recfunnel.rank.lightgbm_ranker import LightGBMRanker
+
+    if not available():
+        pytest.skip("lleaves not installed")
+    split, _ = planted_split
+    funnel.ranker.save(tmp_path / "rank")
+    ranker = LightGBMRanker.load(tmp_path / "rank")
+    batch = QueryBatch(queries[:1], split.fit.n_items)
+    pool = funnel.run(batch, keep_stages=True).pool
+    funnel.features.hydrate(batch, pool)
+    want = ranker.score(pool)
+    assert ranker.compile_native()
+    np.testing.assert_allclose(ranker.score(pool), want, rtol=1e-5, atol=1e-6)

@@ -166,11 +166,39 @@ def _top_k_one(
     found = np.flatnonzero(valid)
     if len(found) == 0:
         return Candidates.empty(n_queries or 1 + row_offset)
-    cost = np.negative(row[found], dtype=np.float32)[None, :]
-    cols, vals = smallest_k(cost, min(k, len(found)))
+    cost = np.negative(row[found], dtype=np.float32)
+    cols = smallest_k_row(cost, min(k, len(found)))
     return Candidates(
-        query=np.full(cols.shape[1], row_offset, dtype=np.int32),
-        item=found[cols[0]].astype(np.int32),
-        score=(-vals[0]).astype(np.float32),
+        query=np.full(len(cols), row_offset, dtype=np.int32),
+        item=found[cols].astype(np.int32),
+        score=(-cost[cols]).astype(np.float32),
         n_queries=n_queries or 1 + row_offset,
     )
+
+
+def smallest_k_row(cost: np.ndarray, k: int) -> np.ndarray:
+    """`smallest_k` for one row: positions of the k smallest costs, ascending, ties to the
+    lower position.
+
+    With many more values than k, a threshold from an evenly spaced sample first keeps
+    only the values that can make the cut (a compare is far cheaper than partitioning
+    thousands of keys); if fewer than k pass, every value is ranked. Exact either way.
+    """
+    n = len(cost)
+    pos = None
+    if n > 8 * k and n > 1024:
+        sample = cost[:: n // 256]
+        q = min(len(sample) - 1, 2 * (k * len(sample)) // n + 2)
+        cut = np.partition(sample, q)[q]
+        keep = np.flatnonzero(cost <= cut)
+        if len(keep) >= k:
+            pos, cost = keep, cost[keep]
+    m = len(cost)
+    bits = cost.view(np.int32)
+    ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    shift = max(int(n - 1).bit_length(), 1)
+    key = (ordered.astype(np.int64) << shift) | (np.arange(m, dtype=np.int64) if pos is None else pos)
+    if k < m:
+        key = key[np.argpartition(key, k - 1)[:k]]
+    key.sort()
+    return key & ((1 << shift) - 1)

@@ -23,7 +23,7 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 RANKERS = ("lightgbm", "none")
-RERANK_PRESETS = ("default", "none")
+RERANK_PRESETS = ("default", "none", "mmr", "dpp")  # = recfunnel.rerank.config.PRESETS
 
 
 def _fail(message: str) -> None:
@@ -170,7 +170,7 @@ def _print_recs(rec, user: str, recs) -> None:  # noqa: ANN001
     t.add_column("found by")
     t.add_column("re-rank")
     for k, r in enumerate(recs, 1):
-        moved = "" if r.rank_before_rerank == k - 1 else f"moved from #{r.rank_before_rerank + 1} (category scatter)"
+        moved = "" if r.rank_before_rerank == k - 1 else f"moved from #{r.rank_before_rerank + 1} (re-rank rules)"
         t.add_row(str(k), f"{r.title or r.item}", f"{r.score:.3f}", ", ".join(r.channels), moved)
     console.print(t)
 
@@ -233,7 +233,7 @@ def demo(
     if not serve_after:
         console.print(f"to browse it: recfunnel serve --artifacts {out}   (then open http://127.0.0.1:{port}/)")
         return
-    _serve(out, "127.0.0.1", port, "sqlite", "redis://127.0.0.1:6379/0", Path("state"), 1, None, 5.0)
+    _serve(out, "127.0.0.1", port, "sqlite", "redis://127.0.0.1:6379/0", Path("state"), 0, None, 5.0)
 
 
 STORES = ("sqlite", "redis")
@@ -247,7 +247,10 @@ def serve(
     store: str = typer.Option("sqlite", "--store", help=f"online feature store: {', '.join(STORES)}"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url", help="with --store redis"),
     state_dir: Path = typer.Option(Path("state"), "--state-dir", help="with --store sqlite"),
-    workers: int = typer.Option(1, "--workers", min=1, max=16, help="uvicorn worker processes"),
+    workers: int = typer.Option(
+        0, "--workers", min=0, max=16,
+        help="funnel worker processes behind the HTTP process, fed least-loaded first (0: the funnel runs in it)",
+    ),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RECFUNNEL_API_KEY", help="key for writes and /admin (default: a random one, printed)"),
     watch: float = typer.Option(5.0, "--watch", min=0, help="seconds between checks for a new published version (0 = off)"),
 ) -> None:
@@ -268,7 +271,10 @@ def _serve(artifacts, host, port, store, redis_url, state_dir, workers, api_key,
     except ArtifactError as e:
         _fail(str(e))
     settings = ensure_key(
-        ServeSettings(artifacts=artifacts, store=store, redis_url=redis_url, state_dir=state_dir, api_key=api_key or "", watch_s=watch)
+        ServeSettings(
+            artifacts=artifacts, store=store, redis_url=redis_url, state_dir=state_dir, api_key=api_key or "",
+            watch_s=watch, workers=workers,
+        )
     )
     os.environ.update(settings.to_env())
     url = f"http://{host}:{port}"
@@ -276,7 +282,8 @@ def _serve(artifacts, host, port, store, redis_url, state_dir, workers, api_key,
     console.print(f"[bold]open {url}/[/bold]   API docs: {url}/docs")
     if not api_key:
         console.print(f"API key for POST /events and /admin (X-API-Key): {settings.api_key}")
-    uvicorn.run("recfunnel.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+    # one HTTP process; the CPU-bound funnel scales out in its worker processes (serve/pool.py)
+    uvicorn.run("recfunnel.serve.app:app_from_env", factory=True, host=host, port=port, log_level="info")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -18,6 +18,7 @@ from recfunnel.rank.lightgbm_ranker import LightGBMConfig
 from recfunnel.recall.cooccurrence import CooccurrenceConfig
 from recfunnel.recall.graph_embedding import DeepWalkConfig, Node2VecConfig
 from recfunnel.recall.item2vec import Item2VecConfig
+from recfunnel.recall.sequential import GRU4RecConfig, SASRecConfig
 from recfunnel.recall.itemcf import ItemCFConfig
 from recfunnel.recall.popular import CategoryHotConfig, HotConfig, PopularConfig
 from recfunnel.recall.usercf import UserCFConfig
@@ -38,6 +39,8 @@ class RecallConfig(_Strict):
     item2vec: Item2VecConfig = Item2VecConfig(enabled=False, quota=200)
     deepwalk: DeepWalkConfig = DeepWalkConfig(enabled=False, quota=200)
     node2vec: Node2VecConfig = Node2VecConfig(enabled=False, quota=200)
+    sasrec: SASRecConfig = SASRecConfig(enabled=False, quota=200)
+    gru4rec: GRU4RecConfig = GRU4RecConfig(enabled=False, quota=200)
 
     def enabled(self) -> dict[str, object]:
         return {name: cfg for name, cfg in self if getattr(cfg, "enabled", False)}

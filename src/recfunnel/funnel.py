@@ -27,6 +27,7 @@ from recfunnel.recall.base import Source
 from recfunnel.recall.cooccurrence import CooccurrenceSource
 from recfunnel.recall.graph_embedding import DeepWalkSource, Node2VecSource
 from recfunnel.recall.item2vec import Item2VecSource
+from recfunnel.recall.sequential import GRU4RecSource, SASRecSource
 from recfunnel.recall.itemcf import ItemCFSource
 from recfunnel.recall.merge import channel_feature_names, merge
 from recfunnel.recall.popular import CategoryHotSource, HotSource, PopularSource
@@ -38,7 +39,7 @@ SOURCES: dict[str, type[Source]] = {
     s.name: s
     for s in (
         PopularSource, HotSource, CategoryHotSource, ItemCFSource, UserCFSource, CooccurrenceSource,
-        Item2VecSource, DeepWalkSource, Node2VecSource,
+        Item2VecSource, DeepWalkSource, Node2VecSource, SASRecSource, GRU4RecSource,
     )
 }
 RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker}
@@ -134,13 +135,15 @@ class Funnel:
         """How often each item reaches a top n before re-ranking, over a sample of fit users.
 
         The re-ranker's exposure penalty reads it: in near ties, items the ranker would show
-        to nearly everyone give way to items it shows to few (coverage). Fit data only.
+        to nearly everyone give way to items it shows to few (coverage). Fit data only; each
+        user is asked at the time of their last event, the context they were last active in.
         """
         users = np.flatnonzero(np.diff(ds.user_indptr) > 0)
         cap = self.config.rerank.diversity.exposure_users
         if len(users) > cap:
             users = np.sort(np.random.default_rng(self.config.seed).choice(users, cap, replace=False))
-        queries = history_queries(ds, users, n=self.config.n)
+        last_ts = ds.ts[ds.user_indptr[users + 1] - 1]
+        queries = history_queries(ds, users, last_ts, n=self.config.n)
         counts = np.zeros(ds.n_items, dtype=np.float64)
         for start in range(0, len(queries), BATCH):
             batch = QueryBatch(queries[start : start + BATCH], ds.n_items)
@@ -301,6 +304,8 @@ class Funnel:
             self.ranker.save(d / "rank")
         self.item_ids.save(d / "item_ids.json")
         self.catalog.save(d / "catalog")
+        if self._reranker is not None:
+            self._reranker.save_state(d / "rerank")
         write_json(
             d / "funnel.json",
             {
@@ -332,6 +337,7 @@ class Funnel:
         f.item_ids = IdMap.load(d / "item_ids.json")
         f.catalog = Catalog.load(d / "catalog")
         f.item_categories = f.catalog.categories
+        f.reranker.load_state(d / "rerank")
         return f
 
 

@@ -70,6 +70,7 @@ class SQLiteStore(FeatureStore):
         self.history_cap = history_cap
         self.served_cap = served_cap
         self._local = threading.local()
+        self._untrimmed: dict[str, int] = {}
         self._write_lock = threading.Lock()
         self._writer = self._connect()
         with self._write_lock:
@@ -204,13 +205,22 @@ class SQLiteStore(FeatureStore):
     def log_served(self, entries: Sequence[Served]) -> None:
         if not entries:
             return
+        # a user's log is trimmed to served_cap only now and then (the trim costs more
+        # than the insert); reads return the newest entries anyway
+        due = []
+        for s in entries:
+            k = self._untrimmed.get(s.user, 0) + 1
+            self._untrimmed[s.user] = k
+            if k >= max(self.served_cap // 4, 1):
+                due.append(s.user)
+                self._untrimmed.pop(s.user)
 
         def tx(c: sqlite3.Connection) -> None:
             c.executemany(
                 "INSERT INTO served (user, ts, surface, version, items, extra) VALUES (?, ?, ?, ?, ?, ?)",
                 [(s.user, s.ts, s.surface, s.version, json.dumps(s.items), json.dumps(s.extra)) for s in entries],
             )
-            for user in {s.user for s in entries}:
+            for user in due:
                 c.execute(
                     "DELETE FROM served WHERE user = ? AND seq <= "
                     "(SELECT seq FROM served WHERE user = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",

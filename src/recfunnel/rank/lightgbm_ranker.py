@@ -84,10 +84,25 @@ class LightGBMRanker(Ranker):
         if len(cands) == 0:
             return np.empty(0, dtype=np.float32)
         x = feature_matrix(cands, self.features).astype(np.float64)  # float32 as in training
+        native = getattr(self, "native", None)
+        if native is not None and len(cands) < SMALL_INPUT:
+            return native(x).astype(np.float32)
         # OpenMP start-up costs more than a serving-sized pool takes to score (8 ms vs
         # 0.7 ms for 500 rows on 2 cores): small inputs are scored on one thread.
         threads = self.config.threads if len(cands) >= SMALL_INPUT else 1
         return self.booster.predict(x, num_iteration=self.booster.best_iteration, num_threads=threads).astype(np.float32)
+
+    def compile_native(self) -> bool:
+        """Score serving-sized inputs with the trees compiled to native code (see
+        `rank.compiled`); True when that is now in use. Offline batches are unaffected."""
+        model_file = getattr(self, "model_file", None)
+        if model_file is None:
+            return False
+        from recfunnel.rank.compiled import compile_model
+
+        ref = lambda x: self.booster.predict(x, num_threads=1)  # noqa: E731
+        self.native = compile_model(model_file, ref, len(self.features))
+        return self.native is not None
 
     def importance(self) -> dict[str, float]:
         gain = self.booster.feature_importance("gain")
@@ -106,6 +121,7 @@ class LightGBMRanker(Ranker):
         r = cls(cls.Config.model_validate(cfg))
         r.features = features
         r.booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        r.model_file = directory / "model.txt"
         return r
 
 

@@ -29,11 +29,15 @@ def merge(
         out.features["channels"] = np.empty(0, dtype=np.int64)
         out.features["n_channels"] = np.empty(0, dtype=np.float32)
         return out
-    channel = np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(parts)])
+    lengths = [len(p) for p in parts]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    channel = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
     query = np.concatenate([p.query for p in parts]).astype(np.int64)
     item = np.concatenate([p.item for p in parts]).astype(np.int64)
     score = np.concatenate([p.score for p in parts])
-    rank = np.concatenate([p.rank_in_query() for p in parts]).astype(np.float32)
+    rank = np.concatenate(
+        [np.arange(len(p), dtype=np.float32) if n_queries == 1 else p.rank_in_query() for p in parts]
+    ).astype(np.float32)
     quota = np.array([quotas[n] for n in names], dtype=np.float32)
     key = query * (int(item.max()) + 1) + item
     uniq, inv = np.unique(key, return_inverse=True)
@@ -42,18 +46,16 @@ def merge(
     np.minimum.at(best, inv, rank / quota[channel])
     mask = np.zeros(n, dtype=np.int64)
     np.bitwise_or.at(mask, inv, np.left_shift(1, channel))
+    n_ch = _popcount(mask, len(names))
     feats: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
+        rows = inv[offsets[i] : offsets[i + 1]]
         s = np.full(n, np.nan, dtype=np.float32)
         r = np.full(n, np.nan, dtype=np.float32)
-        sel = channel == i
-        s[inv[sel]] = score[sel]
-        r[inv[sel]] = rank[sel]
+        s[rows] = score[offsets[i] : offsets[i + 1]]
+        r[rows] = rank[offsets[i] : offsets[i + 1]]
         feats[f"score_{name}"] = s
         feats[f"rank_{name}"] = r
-    n_ch = np.zeros(n, dtype=np.float32)
-    for i in range(len(names)):
-        n_ch += (mask >> i) & 1
     feats["channels"] = mask
     feats["n_channels"] = n_ch
     u_query = np.zeros(n, dtype=np.int64)
@@ -70,3 +72,13 @@ def merge(
     order = np.lexsort((-n_ch, best, u_query))
     pool = pool.take(order)
     return pool.head(pool_size)
+
+
+def _popcount(mask: np.ndarray, bits: int) -> np.ndarray:
+    """Set bits per entry (channels that found the item), as float32."""
+    if hasattr(np, "bitwise_count"):  # NumPy >= 2
+        return np.bitwise_count(mask).astype(np.float32)
+    out = np.zeros(len(mask), dtype=np.float32)
+    for i in range(bits):
+        out += (mask >> i) & 1
+    return out

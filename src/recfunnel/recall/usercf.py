@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recfunnel.candidates import smallest_k
+from recfunnel.candidates import smallest_k, smallest_k_row
 from recfunnel.data.dataset import Dataset
 from recfunnel.query import QueryBatch
 from recfunnel.recall.base import Source, SourceConfig
@@ -79,7 +79,7 @@ class UserCFSource(Source):
         found = np.flatnonzero(sim > 0)  # users with nothing shared vote nothing
         k = min(self.config.neighbors, n_users)
         if len(found) > k:
-            found = found[smallest_k(np.negative(sim[found])[None, :], k)[0][0]]
+            found = found[smallest_k_row(np.negative(sim[found]), k)]
         return weighted_row_sum(self.user_items, found, sim[found])
 
     def _by_item(self) -> sp.csr_matrix:

@@ -79,12 +79,15 @@ class DiversityConfig(_Strict):
     similarity: Literal["categories", "embeddings"] = Field(
         "categories", description="item similarity: Jaccard of category sets, or cosine of item embeddings"
     )
-    mmr_lambda: float = Field(0.8, ge=0, le=1, description="MMR weight of relevance (1 = ranker order)")
+    mmr_lambda: float = Field(0.69, ge=0, le=1, description="MMR weight of relevance (1 = ranker order)")
     mmr_aggregate: Literal["max", "mean"] = Field(
-        "max", description="MMR similarity to the chosen items: 'max' (classic) or 'mean' (max-sum, optimises ILD)"
+        "mean", description="MMR similarity to the chosen items: 'max' (classic) or 'mean' (max-sum, optimises ILD)"
+    )
+    mmr_discount: bool = Field(
+        True, description="weigh MMR relevance by the DCG discount of the slot being filled (top slots follow the ranker)"
     )
     dpp_theta: float = Field(
-        0.8, ge=0, lt=1, description="DPP weight of relevance: kernel quality = exp(theta / (2 (1 - theta)) x relevance)"
+        0.9, ge=0, lt=1, description="DPP weight of relevance: kernel quality = exp(theta / (2 (1 - theta)) x relevance)"
     )
     relevance: Literal["minmax", "rank", "softmax"] = Field(
         "minmax",
@@ -94,10 +97,10 @@ class DiversityConfig(_Strict):
         0.0, ge=0, description="relevance minus this x normalised log popularity (favours the long tail)"
     )
     exposure_penalty: float = Field(
-        0.0, ge=0, description="relevance minus this x the item's expected exposure (log share of top-n lists), for coverage"
+        0.25, ge=0, description="relevance minus this x the item's expected exposure (log share of top-n lists), for coverage"
     )
     exposure_users: int = Field(2000, ge=1, description="fit users sampled to estimate expected exposure when the funnel is fitted")
-    keep_top: int = Field(0, ge=0, description="first positions kept in the ranker's order (they still count as chosen)")
+    keep_top: int = Field(4, ge=0, description="first positions kept in the ranker's order (they still count as chosen)")
     depth: int = Field(0, ge=0, description="positions chosen by the diversity selector (0 = the list length n)")
 
 
@@ -134,7 +137,9 @@ class ExploreConfig(_Strict):
     prior_alpha: float = Field(1.0, gt=0, description="Thompson prior: pseudo clicks")
     prior_beta: float = Field(50.0, gt=0, description="Thompson prior: pseudo non-clicks")
     draws: int = Field(256, ge=16, description="posterior draws used to compute Thompson propensities")
-    ucb_alpha: float = Field(1.0, ge=0, description="LinUCB width of the confidence bonus")
+    ucb_alpha: float = Field(
+        0.1, ge=0, description="LinUCB confidence bonus in reward units (about the reward std: clicks at 0.5% -> 0.07)"
+    )
     epsilon: float = Field(0.05, ge=0, le=1, description="LinUCB: share of uniform choices, so every item has a propensity")
 
 
@@ -150,7 +155,7 @@ class RerankConfig(_Strict):
     blacklist: list[str] = Field([], description="raw item ids never to recommend")
     blacklist_file: str = Field("", description="file with more raw item ids to block, one per line ('' = none)")
     scatter_max_run: int = Field(
-        2, ge=0, description="at most this many items in a row sharing a category (0 = off)"
+        0, ge=0, description="at most this many items in a row sharing a category (0 = off)"
     )
     window: int = Field(50, ge=1, description="ranked candidates the re-ranker may draw from")
     served: ServedConfig = ServedConfig()

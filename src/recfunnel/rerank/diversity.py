@@ -99,7 +99,7 @@ def relevance(scores: np.ndarray, valid: np.ndarray, kind: str = "minmax") -> np
     return np.where(valid, rel, 0.0).astype(np.float32)
 
 
-def _pinned(valid: np.ndarray, open_: np.ndarray, s: int, keep_top: int) -> np.ndarray | None:
+def _pinned(open_: np.ndarray, s: int, keep_top: int) -> np.ndarray | None:
     """Step s < keep_top takes the s-th valid column as it is (the ranker's head stays)."""
     if s >= keep_top:
         return None
@@ -107,13 +107,22 @@ def _pinned(valid: np.ndarray, open_: np.ndarray, s: int, keep_top: int) -> np.n
 
 
 def mmr(
-    rel: np.ndarray, sim: np.ndarray, valid: np.ndarray, lam: float, k: int, keep_top: int = 0, aggregate: str = "max"
+    rel: np.ndarray,
+    sim: np.ndarray,
+    valid: np.ndarray,
+    lam: float,
+    k: int,
+    keep_top: int = 0,
+    aggregate: str = "max",
+    discount: bool = False,
 ) -> np.ndarray:
     """Greedy MMR: (Q, k) chosen columns, -1 once a query runs out of candidates.
 
     `aggregate="max"` is classic MMR (similarity to the closest chosen item); "mean" uses
     the mean similarity to the chosen items, i.e. greedy max-sum diversification, whose
-    objective is the intra-list diversity (ILD) itself.
+    objective is the intra-list diversity (ILD) itself. `discount` weighs relevance at
+    step s by the DCG discount 1 / log2(s + 2): the top slots follow the ranker, the
+    lower ones (which NDCG weighs less) buy the diversity.
 
     The first `keep_top` picks are the ranker's first items (they still count as chosen
     for the similarity term), so the positions NDCG weighs most stay the ranker's.
@@ -127,9 +136,10 @@ def mmr(
     rows = np.arange(q_n)
     for s in range(k):
         penalty = maxsim if aggregate == "max" else sumsim / max(s, 1)
-        val = lam * rel - (1.0 - lam) * penalty
+        weight = 1.0 / np.log2(s + 2.0) if discount else 1.0
+        val = lam * weight * rel - (1.0 - lam) * penalty
         val = np.where(open_, val, -np.inf)
-        pin = _pinned(valid, open_, s, keep_top)
+        pin = _pinned(open_, s, keep_top)
         j = val.argmax(axis=1) if pin is None else pin
         ok = open_[rows, j]
         if not ok.any():
@@ -169,7 +179,7 @@ def dpp_greedy(
     open_ = valid.copy()
     for s in range(k):
         cand = np.where(open_, d2, -np.inf)
-        pin = _pinned(valid, open_, s, keep_top)
+        pin = _pinned(open_, s, keep_top)
         j = cand.argmax(axis=1) if pin is None else pin
         ok = open_[rows, j] & (cand[rows, j] > 0)
         if not ok.any():

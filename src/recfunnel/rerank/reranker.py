@@ -26,7 +26,7 @@ from recfunnel.rerank import filters as flt
 from recfunnel.rerank import selectors as sel
 from recfunnel.rerank.catalog import Catalog
 from recfunnel.rerank.config import RerankConfig
-from recfunnel.rerank.explore import Explorer, make_explorer, place
+from recfunnel.rerank.explore import Explorer, load_explorer, make_explorer, place, save_explorer
 from recfunnel.rerank.notes import BIT, positions
 from recfunnel.rerank.served_log import InMemoryServedLog, ServedLog
 
@@ -107,6 +107,17 @@ class Reranker:
             self.explorer = make_explorer(cfg, self.catalog.n_items)
         return self.explorer
 
+    def save_state(self, directory: str | Path) -> None:
+        """Online state worth keeping across builds: the explorer's counts (when one ran)."""
+        if self.explorer is not None:
+            d = Path(directory)
+            save_explorer(self.explorer, d / self.explorer.name)
+
+    def load_state(self, directory: str | Path) -> None:
+        d = Path(directory) / self.config.explore.method
+        if d.exists():
+            load_explorer(self.get_explorer(), d)
+
     # ---- the stage ------------------------------------------------------------------
     def __call__(self, cands: Candidates, batch: QueryBatch, n: int, record: bool = True) -> tuple[Candidates, dict[str, int]]:
         cfg = self.config
@@ -121,10 +132,11 @@ class Reranker:
         cands = cands.head(cfg.window)
         cands.features["rank_before_rerank"] = cands.rank_in_query()
         cands = self._filter(cands, batch, now, log)
-        order = sel.to_order(cands, width=cfg.window)
+        order = sel.to_order(cands)  # width = the longest list (at most the window)
         notes = np.zeros(len(cands), dtype=np.int32)
         prop = np.ones(len(cands), dtype=np.float32)
-        order = self._select(cands, batch, now, n, order, notes, prop, log)
+        if len(cands):
+            order = self._select(cands, batch, now, n, order, notes, prop, log)
         rows = order[:, :n]
         rows = rows[rows >= 0]
         out = cands.take(rows)
@@ -199,19 +211,19 @@ class Reranker:
             valid = order >= 0
             scores = np.where(valid, cands.score[np.maximum(order, 0)], 0.0)
             rel = div.relevance(scores, valid, cfg.diversity.relevance)
-            safe = np.clip(it, 0, cat.n_items - 1)
             for weight, per_item in (
                 (cfg.diversity.popularity_penalty, cat.popularity),
                 (cfg.diversity.exposure_penalty, cat.exposure),
             ):
                 if weight > 0 and per_item is not None:
-                    rel = np.where(valid, rel - weight * per_item[safe], 0.0).astype(np.float32)
+                    known = valid & (it < len(per_item))  # items added after the build: no penalty
+                    value = np.where(known, per_item[np.where(known, it, 0)], 0.0)
+                    rel = np.where(valid, rel - weight * value, 0.0).astype(np.float32)
             sim = div.similarity(it, cat, cfg.diversity.similarity)
             k = cfg.diversity.depth or n
             if method == "mmr":
-                picks = div.mmr(
-                    rel, sim, valid, cfg.diversity.mmr_lambda, k, cfg.diversity.keep_top, cfg.diversity.mmr_aggregate
-                )
+                d = cfg.diversity
+                picks = div.mmr(rel, sim, valid, d.mmr_lambda, k, d.keep_top, d.mmr_aggregate, d.mmr_discount)
             else:
                 picks = div.dpp_greedy(rel, sim, valid, cfg.diversity.dpp_theta, k, cfg.diversity.keep_top)
             order = step(method, order, div.apply_picks(order, picks))

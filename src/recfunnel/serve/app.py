@@ -11,6 +11,7 @@ channel, stage or store read is skipped and named in the answer (`skipped`), nev
 
 
 import hmac
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +28,7 @@ from recfunnel.features.store import StoreError, open_store
 from recfunnel.serve.engine import Engine, ReloadError
 from recfunnel.serve.events import ID_PATTERN, MAX_BATCH, MAX_ID_LEN, EventBatch, EventIn, EventIntake, EventsAccepted, RawId
 from recfunnel.serve.metrics import Metrics
+from recfunnel.serve.pool import FunnelPool, WorkerGone
 from recfunnel.serve.settings import ServeSettings, ensure_key
 
 log = logging.getLogger("recfunnel.serve")
@@ -47,12 +50,13 @@ class ItemOut(BaseModel):
 
 class RecItem(ItemOut):
     channels: list[str] = Field(description="recall channels that found the item")
-    channel_scores: dict[str, float] = {}
-    channel_ranks: dict[str, int] = {}
-    scores: dict[str, float] = Field({}, description="stage scores: merge (best relative channel rank, negated), rank")
-    rank_before_rerank: int = Field(description="0-based position in the ranker's order")
-    rules: list[str] = Field([], description="re-rank rules that moved the item")
-    propensity: float = 1.0
+    # with explain=true:
+    channel_scores: dict[str, float] | None = None
+    channel_ranks: dict[str, int] | None = None
+    scores: dict[str, float] | None = Field(None, description="stage scores: merge (best relative channel rank, negated), rank")
+    rank_before_rerank: int | None = Field(None, description="0-based position in the ranker's order")
+    rules: list[str] | None = Field(None, description="re-rank rules that moved the item")
+    propensity: float | None = Field(None, description="probability of this item in this slot")
 
 
 class RecommendOut(BaseModel):
@@ -172,13 +176,18 @@ class MetricsMiddleware:
 
 
 def _route(scope: dict) -> str:
+    """The route template ('/recommend/{user_id}'), else the endpoint's name: never the raw path."""
     route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    path = getattr(route, "path", None)
+    if path:
+        return path
+    return getattr(scope.get("endpoint"), "__name__", None) or "unmatched"
 
 
 def create_app(settings: ServeSettings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = ensure_key(settings or ServeSettings())
     metrics = Metrics()
+    pool = FunnelPool(settings, settings.workers) if settings.workers > 0 else None
     if engine is None:
         store = open_store(
             settings.store, state_dir=settings.state_dir, redis_url=settings.redis_url,
@@ -187,16 +196,35 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
         engine = Engine(
             settings.artifacts, store, history_limit=settings.history_limit,
             recall_budget_ms=settings.recall_budget_ms, rank_after_ms=settings.rank_after_ms,
-            served_log=settings.served_log,
+            # with a pool the workers answer; this engine serves the cheap endpoints and fallbacks
+            served_log=settings.served_log, compile_ranker=settings.compile_ranker and pool is None,
         ).start(watch_s=settings.watch_s)
     intake = EventIntake(engine)
     metrics.set_version(engine.current().version)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        if pool is not None:
+            await pool.start()
         yield
+        if pool is not None:
+            await pool.close()
         intake.close()
         engine.stop()
+
+    async def answer(user: str, n: int, surface: str, page: int, explain: bool) -> tuple[bytes, dict[str, Any]]:
+        """(JSON body, {version, ms, skipped}): from an idle worker process when there is a
+        pool, else (and when a worker fails) from the engine in this process."""
+        if pool is not None:
+            try:
+                head, body = await pool.recommend(user=user, n=n, surface=surface, page=page, explain=explain)
+                if "error" not in head:
+                    return body, head
+                log.warning("funnel worker error, answering here: %s", head["error"])
+            except WorkerGone as e:
+                log.warning("%s; answering here", e)
+        ans = engine.recommend(user, n=n, surface=surface, page=page, explain=explain)
+        return json_bytes(ans.as_dict(explain)), {"version": ans.version, "ms": ans.trace.ms, "skipped": ans.trace.skipped}
 
     app = FastAPI(
         title="recfunnel",
@@ -205,6 +233,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
         lifespan=lifespan,
     )
     app.state.engine, app.state.intake, app.state.metrics, app.state.settings = engine, intake, metrics, settings
+    app.state.pool, app.state.answer = pool, answer
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="key for write and admin endpoints")
 
     def require_key(key: Annotated[str | None, Depends(key_header)]) -> None:
@@ -213,7 +242,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
 
     # ---- reads ----------------------------------------------------------------------
     @app.get("/recommend/{user_id}", response_model=RecommendOut, tags=["recommend"])
-    def recommend(
+    async def recommend(
         user_id: UserId,
         n: Annotated[int, Query(ge=1, le=settings.max_n, description="items per page")] = 10,
         surface: Annotated[str, Query(pattern=SURFACE, description="where the list is shown")] = "home",
@@ -221,10 +250,10 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
         explain: Annotated[bool, Query(description="per item channels, scores, rules; per stage ms")] = False,
     ) -> Response:
         """The full funnel for one user; an unknown user gets the cold-start path."""
-        ans = engine.recommend(user_id, n=n, surface=surface, page=page)
-        metrics.observe_trace(ans.trace)
-        metrics.set_version(ans.version)
-        return JSONResponse(ans.as_dict(explain))
+        body, head = await answer(user_id, n, surface, page, explain)
+        metrics.observe_stages(head["ms"], head["skipped"])
+        metrics.set_version(head["version"])
+        return Response(body, media_type="application/json")
 
     @app.get("/similar/{item_id}", response_model=SimilarOut, tags=["recommend"])
     def similar(item_id: ItemId, n: Annotated[int, Query(ge=1, le=settings.max_n)] = 10) -> Response:
@@ -301,7 +330,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
 
     # ---- admin ----------------------------------------------------------------------
     @app.post("/admin/reload", response_model=ReloadOut, tags=["admin"], dependencies=[Depends(require_key)])
-    def reload(body: Annotated[ReloadIn | None, Body()] = None) -> dict[str, Any]:
+    async def reload(body: Annotated[ReloadIn | None, Body()] = None) -> dict[str, Any]:
         """Load a version in the background of serving and swap it in; a broken one is refused (409)."""
         target = None
         if body is not None and body.version:
@@ -311,10 +340,15 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
             except ArtifactError:
                 raise _field_error(["body", "version"], f"no published version '{body.version}'", 404) from None
         try:
-            out = engine.reload(target)
+            out = await run_in_threadpool(engine.reload, target)  # requests go on meanwhile
         except ReloadError as e:
             metrics.reloads.labels("refused").inc()
             raise HTTPException(409, detail=str(e)) from e
+        if pool is not None:  # then each worker, one after the other
+            for w in await pool.reload(str(target) if target is not None else None):
+                if "error" in w:
+                    metrics.reloads.labels("refused").inc()
+                    raise HTTPException(409, detail=f"a funnel worker refused: {w['error']}")
         metrics.reloads.labels("ok").inc()
         metrics.set_version(out["version"])
         return out
@@ -338,10 +372,18 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])
-    def readyz() -> Response:
-        """A version is loaded and the store answers."""
+    async def readyz() -> Response:
+        """A version is loaded and the store answers (and every funnel worker is up)."""
         snap = engine.snapshot
         problems = []
+        ranker = snap.ranker_mode if snap else None
+        workers = None
+        if pool is not None:
+            workers = await pool.status()
+            if not all(w.get("version") for w in workers):
+                problems.append("a funnel worker is (re)starting")
+            modes = {w.get("ranker") for w in workers}
+            ranker = "compiling" if "compiling" in modes else ("native" if modes == {"native"} else "lightgbm")
         if snap is None:
             problems.append("no artifact version loaded")
         try:
@@ -349,7 +391,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
         except StoreError as e:
             problems.append(f"store: {e}")
         body = {"ready": not problems, "version": snap.version if snap else None, "store": engine.store.backend,
-                "problems": problems, "refused": engine.refused}
+                "ranker": ranker, "workers": workers, "problems": problems, "refused": engine.refused}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     @app.get("/metrics", tags=["ops"])
@@ -364,6 +406,10 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def app_from_env() -> FastAPI:

@@ -14,6 +14,7 @@ store's blacklist is applied on top of the config's.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,6 +34,12 @@ from recfunnel.runtime import Recommender
 
 log = logging.getLogger("recfunnel.serve")
 REBASE_S = 600.0  # live counters are re-read in full this often (keeps the scaling exact)
+
+
+def _num(x: float) -> float:
+    """A JSON-safe float: NaN and infinities (a missing score) become 0."""
+    v = float(x)
+    return v if math.isfinite(v) else 0.0
 
 
 class ReloadError(RuntimeError):
@@ -147,7 +154,23 @@ class Snapshot:
         self.blacklist_version = -1
         self.blacklisted: set[str] = set()
         self.sync_lock = threading.Lock()
+        self.ranker_mode = "lightgbm" if self.funnel.ranker is not None else "none"
         self.load_seconds = time.perf_counter() - t
+
+    def compile_ranker(self) -> None:
+        """Switch the ranker to native code when it compiles and agrees (see rank.compiled)."""
+        ranker = self.funnel.ranker
+        if ranker is None or not hasattr(ranker, "compile_native"):
+            return
+        self.ranker_mode = "compiling"
+        t = time.perf_counter()
+        try:
+            ok = ranker.compile_native()
+        except Exception as e:  # noqa: BLE001 - LightGBM keeps scoring
+            log.warning("ranker of %s not compiled: %s", self.version, e)
+            ok = False
+        self.ranker_mode = "native" if ok else "lightgbm"
+        log.info("ranker of %s: %s (%.1fs)", self.version, self.ranker_mode, time.perf_counter() - t)
 
     @property
     def windows(self) -> list[Window]:
@@ -267,12 +290,14 @@ class Engine:
         recall_budget_ms: float = 30.0,
         rank_after_ms: float = 40.0,
         served_log: bool = True,
+        compile_ranker: bool = True,
     ) -> None:
         self.artifacts = Path(artifacts)
         self.store = store
         self.history_limit = history_limit
         self.recall_budget_ms = recall_budget_ms
         self.rank_after_ms = rank_after_ms
+        self.compile_ranker = compile_ranker
         self.snapshot: Snapshot | None = None
         self.refused: dict[str, str] = {}
         self.reloads = {"ok": 0, "refused": 0}
@@ -325,6 +350,8 @@ class Engine:
                 log.error("refused artifact version %s: %s", path.name, e)
                 raise ReloadError(f"version {path.name} refused: {type(e).__name__}: {e}") from e
             self.snapshot = snap  # the swap: one reference assignment
+            if self.compile_ranker:  # native scoring takes over when ready (seconds)
+                threading.Thread(target=snap.compile_ranker, name="compile-ranker", daemon=True).start()
             self.reloads["ok"] += 1
             self.refused.pop(path.name, None)
             log.info("serving %s (loaded in %.2fs)", snap.version, snap.load_seconds)
@@ -381,7 +408,9 @@ class Engine:
         keep = (idx >= 0) & (idx < snap.n_items)
         return u, idx[keep], ts[keep], "store"
 
-    def recommend(self, user: str, n: int = 10, surface: str = "home", page: int = 0) -> Answer:
+    def recommend(self, user: str, n: int = 10, surface: str = "home", page: int = 0, explain: bool = True) -> Answer:
+        """The funnel's answer for a raw user id; `explain=False` leaves out the per-item
+        scores, ranks and rules (the items and the channels that found them stay)."""
         t0 = time.perf_counter()
         snap = self.current()
         trace = Trace()
@@ -395,30 +424,35 @@ class Engine:
             trace.counts.update(out.trace.counts)
             trace.rules.update(out.trace.rules)
             trace.skipped.update(out.trace.skipped)
-            rows = self._explain_rows(snap, out.final)
+            rows = self._rows(snap, out.final, explain, skip=page * n)
         except Exception as e:  # noqa: BLE001 - the popular floor still answers
             trace.skipped["funnel"] = f"error: {type(e).__name__}: {e}"[:200]
             rows, fallback = self._popular(snap, items, n * (page + 1)), "popular"
-        if not rows and fallback is None:
-            rows, fallback = self._popular(snap, items, n * (page + 1)), "popular"
-        rows = rows[page * n : (page + 1) * n]
+        if not rows and fallback is None and page == 0:
+            rows, fallback = self._popular(snap, items, n), "popular"
+        elif fallback is not None:
+            rows = rows[page * n :]
+        rows = rows[:n]
         total = (time.perf_counter() - t0) * 1000
         ans = Answer(user, snap.version, rows, trace, u < 0 and len(items) == 0, source, fallback, total)
         if self.served is not None and rows:
             self.served.put(Served(user, [r["id"] for r in rows], time.time(), surface, snap.version))
         return ans
 
-    def _explain_rows(self, snap: Snapshot, final) -> list[dict[str, Any]]:  # noqa: ANN001 - Candidates
+    def _rows(self, snap: Snapshot, final, explain: bool, skip: int = 0) -> list[dict[str, Any]]:  # noqa: ANN001 - Candidates
         from recfunnel.rerank.notes import explain as explain_note
 
         names = list(snap.funnel.sources)
         quotas = {nm: s.config.quota for nm, s in snap.funnel.sources.items()}
         f = final.features
         rows = []
-        for r in range(len(final)):
+        for r in range(skip, len(final)):
             i = int(final.item[r])
             mask = int(f["channels"][r]) if "channels" in f else 0
             found = [nm for k, nm in enumerate(names) if mask >> k & 1]
+            if not explain:
+                rows.append({**snap.item_info(i), "score": _num(final.score[r]), "channels": found})
+                continue
             ranks = {nm: int(f[f"rank_{nm}"][r]) for nm in found if f"rank_{nm}" in f}
             before = int(f["rank_before_rerank"][r]) if "rank_before_rerank" in f else r
             note = int(f["rerank_notes"][r]) if "rerank_notes" in f else 0
@@ -428,17 +462,17 @@ class Engine:
             rows.append(
                 {
                     **snap.item_info(i),
-                    "score": float(final.score[r]),
+                    "score": _num(final.score[r]),
                     "channels": found,
-                    "channel_scores": {nm: float(f[f"score_{nm}"][r]) for nm in found if f"score_{nm}" in f},
+                    "channel_scores": {nm: _num(f[f"score_{nm}"][r]) for nm in found if f"score_{nm}" in f},
                     "channel_ranks": ranks,
                     "scores": {
                         "merge": -min((ranks[nm] / quotas[nm] for nm in ranks), default=0.0),
-                        "rank": float(final.score[r]),
+                        "rank": _num(final.score[r]),
                     },
                     "rank_before_rerank": before,
                     "rules": rules,
-                    "propensity": float(f["propensity"][r]) if "propensity" in f else 1.0,
+                    "propensity": _num(f["propensity"][r]) if "propensity" in f else 1.0,
                 }
             )
         return rows

@@ -39,9 +39,12 @@ class Metrics:
         self._version: str | None = None
 
     def observe_trace(self, trace: Trace) -> None:
-        for stage, ms in trace.ms.items():
-            self.stage.labels(stage).observe(ms / 1000)
-        for stage in trace.skipped:
+        self.observe_stages(trace.ms, trace.skipped)
+
+    def observe_stages(self, ms: dict[str, float], skipped: dict[str, str]) -> None:
+        for stage, v in ms.items():
+            self.stage.labels(stage).observe(v / 1000)
+        for stage in skipped:
             self.skipped.labels(stage).inc()
 
     def set_version(self, version: str) -> None:

@@ -34,8 +34,12 @@ class ServeSettings(BaseModel):
     history_limit: int = Field(200, ge=1, description="history events a request reads")
     recall_budget_ms: float = Field(30.0, gt=0, description="channels not started by then are skipped")
     rank_after_ms: float = Field(40.0, gt=0, description="ranking is skipped if recall ends later")
+    workers: int = Field(
+        0, ge=0, le=16, description="funnel worker processes behind the HTTP process (0: the funnel runs in it)"
+    )
     watch_s: float = Field(5.0, ge=0, description="poll the artifact root for a new version (0 = off)")
     served_log: bool = Field(True, description="log what was served (batched, off the request path)")
+    compile_ranker: bool = Field(True, description="score with the ranker compiled to native code (lleaves) once ready")
     web: bool = Field(True, description="serve the web page")
     web_events: bool = Field(True, description="let the web page record clicks as events")
 

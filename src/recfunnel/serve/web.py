@@ -13,6 +13,7 @@ the page, so the page never carries the API key itself.
 
 import hashlib
 import hmac
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,21 +66,21 @@ def category_rows(snap: "Snapshot") -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def mount_web(app: FastAPI, engine: "Engine", intake: "EventIntake", settings: "ServeSettings") -> None:
-    def recs_context(user: str) -> dict[str, Any]:
-        ans = engine.recommend(user, n=10, surface="web")
-        d = ans.as_dict(explain=True)
+    async def recs_context(user: str) -> dict[str, Any]:
+        body, _ = await app.state.answer(user, 10, "web", 0, True)  # the pool's answer when there is one
+        d = json.loads(body)
         trace = d["trace"]
         total = sum(trace["ms"].values()) or 1.0
         stages = [(k, v, 100.0 * v / total) for k, v in trace["ms"].items()]
         return {"user": user, "answer": d, "stages": stages, "token": click_token(settings.api_key, user)}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(request: Request, user: str | None = None) -> HTMLResponse:
+    async def home(request: Request, user: str | None = None) -> HTMLResponse:
         snap = engine.current()
         if user is not None and not _ok_id(user):
             raise HTTPException(422, detail=[{"loc": ["query", "user"], "msg": "not a valid user id", "type": "value_error"}])
         user = user or (snap.user_ids.raw_ids[0] if len(snap.user_ids) else "guest")
-        for_you = engine.recommend(user, n=PER_ROW, surface="web-home").as_dict(explain=False)["items"]
+        for_you = json.loads((await app.state.answer(user, PER_ROW, "web-home", 0, False))[0])["items"]
         return TEMPLATES.TemplateResponse(
             request, "home.html", {"rows": category_rows(snap), "user": user, "for_you": for_you, "version": snap.version,
                                    "users": snap.user_ids.raw_ids[:8]},
@@ -100,23 +101,23 @@ def mount_web(app: FastAPI, engine: "Engine", intake: "EventIntake", settings: "
         )
 
     @app.get("/ui/users/{user_id}", response_class=HTMLResponse, include_in_schema=False)
-    def user_page(request: Request, user_id: str) -> HTMLResponse:
+    async def user_page(request: Request, user_id: str) -> HTMLResponse:
         if not _ok_id(user_id):
             raise HTTPException(422, detail="not a valid user id")
         snap = engine.current()
         _, items, ts, source = engine.user_history(snap, user_id)
         hist = [{**snap.item_info(int(i)), "ts": int(t)} for i, t in zip(items[::-1][:20], ts[::-1][:20])]
-        ctx = recs_context(user_id)
+        ctx = await recs_context(user_id)
         return TEMPLATES.TemplateResponse(
             request, "user.html", {**ctx, "history": hist, "source": source, "version": snap.version,
                                    "n_history": len(items)},
         )
 
     @app.get("/ui/users/{user_id}/recs", response_class=HTMLResponse, include_in_schema=False)
-    def user_recs(request: Request, user_id: str) -> HTMLResponse:
+    async def user_recs(request: Request, user_id: str) -> HTMLResponse:
         if not _ok_id(user_id):
             raise HTTPException(422, detail="not a valid user id")
-        return TEMPLATES.TemplateResponse(request, "_recs.html", recs_context(user_id))
+        return TEMPLATES.TemplateResponse(request, "_recs.html", await recs_context(user_id))
 
     @app.post("/ui/click", include_in_schema=False)
     def click(body: Click) -> dict[str, Any]:

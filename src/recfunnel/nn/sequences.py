@@ -1,0 +1,43 @@
+"""Users' histories as padded tensors for next-item models.
+
+Item index i is token i + 1; token 0 is padding. Sequences are left-padded so the most
+recent item is always the last position (what the user vector reads at serve time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recfunnel.data.dataset import Dataset
+from recfunnel.query import QueryBatch
+
+PAD = 0
+
+
+def training_windows(ds: Dataset, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), each (n_users_with_2+, max_len) int64 tokens, left-padded.
+
+    Each user contributes the last `max_len + 1` items of their history: inputs are all
+    but the last, targets are shifted by one (position t predicts item t + 1).
+    """
+    ptr = ds.user_indptr
+    tokens = ds.item.astype(np.int64) + 1
+    users = np.flatnonzero(np.diff(ptr) >= 2)
+    inputs = np.zeros((len(users), max_len), dtype=np.int64)
+    targets = np.zeros((len(users), max_len), dtype=np.int64)
+    for row, u in enumerate(users):
+        seq = tokens[ptr[u] : ptr[u + 1]][-(max_len + 1) :]
+        n = len(seq) - 1
+        inputs[row, max_len - n :] = seq[:-1]
+        targets[row, max_len - n :] = seq[1:]
+    return inputs, targets
+
+
+def query_windows(batch: QueryBatch, rows: slice, max_len: int, n_items: int) -> np.ndarray:
+    """(len(rows), max_len) left-padded tokens of each query's most recent known items."""
+    out = np.zeros((rows.stop - rows.start, max_len), dtype=np.int64)
+    for r, q in enumerate(batch.queries[rows]):
+        hist = q.history[q.history < n_items][-max_len:].astype(np.int64) + 1
+        if len(hist):
+            out[r, max_len - len(hist) :] = hist
+    return out

@@ -1,0 +1,204 @@
+"""Sequential next-item channels: SASRec (causal Transformer) and GRU4Rec.
+
+Both read the user's most recent `max_len` items and predict the next one; the user
+vector is the output at the last position, scored against the shared item embedding
+table. They are trained with softmax cross-entropy over all items or, for speed on CPU,
+over the positive plus `n_negatives` items sampled uniformly per batch (a sampled softmax;
+with a few hundred negatives it lands close to the full softmax, far above the original
+SASRec's one-negative binary loss). Early stopping reads NDCG@10 on the validation step;
+the served model is refitted on all fit data for the best epoch count.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from recfunnel.data.dataset import Dataset
+from recfunnel.data.split import leave_last_out
+from recfunnel.evaluate.metrics import ndcg, target_ranks
+from recfunnel.evaluate.ranking import full_ranking_topk
+from recfunnel.nn.sequences import PAD, query_windows, training_windows
+from recfunnel.nn.training import TrainConfig, train
+from recfunnel.query import QueryBatch, history_queries
+from recfunnel.recall.embedding import EmbeddingConfig, EmbeddingSource
+
+
+class SequentialConfig(EmbeddingConfig):
+    normalize: bool = Field(False, description="L2-normalise item vectors (the model is trained for inner product)")
+    max_len: int = Field(50, ge=2, description="most recent items the model reads")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout on embeddings and layers")
+    n_negatives: int = Field(
+        512, ge=0, description="sampled-softmax negatives per batch (0 = full softmax over all items)"
+    )
+    train: TrainConfig = TrainConfig()
+
+
+class SASRecConfig(SequentialConfig):
+    """sasrec: causal self-attention over the recent history (Kang & McAuley 2018), CE loss."""
+
+    layers: int = Field(2, ge=1, description="Transformer blocks")
+    heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
+
+
+class GRU4RecConfig(SequentialConfig):
+    """gru4rec: a GRU over the recent history (Hidasi et al. 2016), CE loss."""
+
+    layers: int = Field(1, ge=1, description="stacked GRU layers")
+
+
+class SASRecNet(nn.Module):
+    def __init__(self, n_items: int, c: SASRecConfig) -> None:
+        super().__init__()
+        d = c.dim
+        self.item = nn.Embedding(n_items + 1, d, padding_idx=PAD)
+        self.pos = nn.Embedding(c.max_len, d)
+        layer = nn.TransformerEncoderLayer(
+            d, c.heads, dim_feedforward=d * 2, dropout=c.dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.blocks = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(c.dropout)
+        self.scale = math.sqrt(d)
+        nn.init.normal_(self.item.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.02)
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        n = seq.shape[1]
+        x = self.item(seq) * self.scale + self.pos(torch.arange(n, device=seq.device))
+        x = self.drop(x) * (seq != PAD).unsqueeze(-1)
+        causal = nn.Transformer.generate_square_subsequent_mask(n, device=seq.device)
+        return self.norm(self.blocks(x, mask=causal, is_causal=True))
+
+
+class GRU4RecNet(nn.Module):
+    def __init__(self, n_items: int, c: GRU4RecConfig) -> None:
+        super().__init__()
+        d = c.dim
+        self.item = nn.Embedding(n_items + 1, d, padding_idx=PAD)
+        self.gru = nn.GRU(d, d, num_layers=c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.drop = nn.Dropout(c.dropout)
+        nn.init.normal_(self.item.weight, std=0.02)
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(self.drop(self.item(seq)))
+        return out
+
+
+def next_item_loss(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], n_negatives: int) -> torch.Tensor:
+    inputs, targets = batch
+    h = net.encode(inputs)
+    mask = targets != PAD
+    h, pos = h[mask], targets[mask]
+    table = net.item.weight
+    n_tokens = table.shape[0]
+    if n_negatives == 0:
+        logits = h @ table[1:].T
+        return nn.functional.cross_entropy(logits, pos - 1)
+    neg = torch.randint(1, n_tokens, (n_negatives,), device=h.device)
+    pos_logit = (h * table[pos]).sum(-1, keepdim=True)
+    neg_logit = h @ table[neg].T
+    neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf"))  # accidental hits
+    logits = torch.cat([pos_logit, neg_logit], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=h.device))
+
+
+class SequentialSource(EmbeddingSource):
+    """Base: trains `net` on next-item prediction; user vector = last position's output."""
+
+    Net: type[nn.Module]
+
+    def _new_net(self, n_items: int) -> nn.Module:
+        return self.Net(n_items, self.config)
+
+    def learn_item_vectors(self, ds: Dataset) -> np.ndarray:
+        c = self.config
+        val = leave_last_out(ds)
+        net = self._new_net(ds.n_items)
+        result = self._train(net, val.fit, validate=self._validator(val), desc=f"{self.name} (validation)")
+        self.train_report = {"best_epoch": result.best_epoch, "val_ndcg10": result.best_score, "history": result.history}
+        if c.train.refit:
+            net = self._new_net(ds.n_items)
+            self._train(net, ds, fixed_epochs=result.best_epoch, desc=f"{self.name} (refit, {result.best_epoch} epochs)")
+        self.net = net.eval()
+        return self.net.item.weight.detach().numpy()[1:].copy()
+
+    def _train(self, net: nn.Module, ds: Dataset, desc: str, validate=None, fixed_epochs=None):  # noqa: ANN001, ANN202
+        c = self.config
+        inputs, targets = training_windows(ds, c.max_len)
+        x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
+        bs = c.train.batch_size
+
+        def epoch_steps(rng: np.random.Generator) -> list:
+            order = torch.from_numpy(rng.permutation(len(x)))
+            return [(x[order[i : i + bs]], y[order[i : i + bs]]) for i in range(0, len(x), bs)]
+
+        return train(
+            net,
+            epoch_steps,
+            lambda m, b: next_item_loss(m, b, c.n_negatives),
+            c.train,
+            seed=c.seed,
+            validate=validate,
+            fixed_epochs=fixed_epochs,
+            desc=desc,
+        )
+
+    def _validator(self, val):  # noqa: ANN001, ANN202
+        """NDCG@10 of the validation targets by full ranking, on a fixed user sample."""
+        rng = np.random.default_rng(self.config.seed)
+        k = min(self.config.train.eval_users, len(val.users))
+        pick = np.sort(rng.choice(len(val.users), k, replace=False))
+        users, targets = val.users[pick], val.items[pick]
+        batch = QueryBatch(history_queries(val.fit, users), val.fit.n_items)
+
+        def validate(net: nn.Module) -> float:
+            self.net = net
+            vecs = net.item.weight.detach().numpy()[1:]
+            u = self._encode(batch, slice(0, len(batch)))
+            top = full_ranking_topk(lambda chunk: u[np.searchsorted(users, chunk)] @ vecs.T, users, val.fit.user_item, 10)
+            return ndcg(target_ranks(top, targets), 10)
+
+        return validate
+
+    def _encode(self, batch: QueryBatch, rows: slice) -> np.ndarray:
+        tokens = torch.from_numpy(query_windows(batch, rows, self.config.max_len, self.n_items))
+        with torch.no_grad():
+            h = self.net.encode(tokens)[:, -1].numpy()
+        h[(tokens == PAD).all(dim=1).numpy()] = 0.0
+        return h
+
+    def user_vectors(self, batch: QueryBatch, rows: slice) -> np.ndarray:
+        return self._encode(batch, rows)
+
+    # ---- persistence: network weights in safetensors --------------------------------
+    def save(self, directory: str | Path) -> None:
+        super().save(directory)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(Path(directory) / "model.safetensors"))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        src = super().load(directory)
+        net = src._new_net(src.n_items)
+        net.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
+        src.net = net.eval()
+        return src
+
+
+class SASRecSource(SequentialSource):
+    name = "sasrec"
+    Config = SASRecConfig
+    Net = SASRecNet
+
+
+class GRU4RecSource(SequentialSource):
+    name = "gru4rec"
+    Config = GRU4RecConfig
+    Net = GRU4RecNet
