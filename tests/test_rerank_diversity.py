@@ -78,11 +78,11 @@ def brute_dpp(rel, sim, valid, theta, k, keep_top=0):
     return picks
 
 
-def test_category_similarity_is_jaccard_dense_and_sparse():
+def test_category_similarity_is_jaccard_dense_and_sparse(monkeypatch):
     items, valid, _, cats = random_case(0)
     got = div.category_similarity(items, cats)
-    wide = sp.hstack([cats, sp.csr_matrix((cats.shape[0], 70))]).tocsr()  # > 64 columns: sparse path
-    got_sparse = div.category_similarity(items, wide)
+    monkeypatch.setattr(div, "DENSE_BUDGET", 0)  # force the block-diagonal sparse path
+    got_sparse = div.category_similarity(items, cats)
     dense = cats.toarray()
     for q in range(items.shape[0]):
         for i in range(items.shape[1]):

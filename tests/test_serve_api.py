@@ -282,6 +282,9 @@ def test_a_failing_store_read_falls_back_to_the_artifact(client, monkeypatch):
     r = client.get(f"/recommend/{known_user(client, 12)}", params={"explain": "true"})
     assert r.status_code == 200 and len(r.json()["items"]) == 10
     assert "redis timeout" in r.json()["skipped"]["store"] and r.json()["history_source"] == "artifact"
+    h = client.get(f"/users/{known_user(client, 12)}/history")
+    assert h.status_code == 200 and h.json()["source"] == "artifact"
+    assert client.get(f"/ui/users/{known_user(client, 12)}").status_code == 200
 
 
 # ---- admin and operations ------------------------------------------------------------

@@ -13,7 +13,6 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from serve_support import API_KEY, ServerProcess, publish_copy, small_artifacts
 from test_store import REDIS_URL, redis_or_skip
@@ -91,7 +90,8 @@ def test_a_killed_funnel_worker_is_replaced_without_failed_requests(tmp_path):
 
     settings = {"artifacts": small_artifacts(tmp_path / "art"), "state_dir": tmp_path / "state"}
     with ServerProcess(settings, workers=2, log=tmp_path / "server.log") as server:
-        with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        with httpx.Client(base_url=server.url, headers=KEY, timeout=30.0) as http:
+            check_workers_see_writes_at_once(http)  # SQLite shared by the processes
             ready = http.get("/readyz").json()
             pids = [w["pid"] for w in ready["workers"]]
             assert len(set(pids)) == 2
@@ -124,28 +124,28 @@ def test_a_killed_funnel_worker_is_replaced_without_failed_requests(tmp_path):
             assert codes and set(codes) == {200}, sorted(set(codes))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_worker_processes_see_an_event_at_once(backend, tmp_path):
-    """Events are taken by the HTTP process and answered about by worker processes: the
-    store is what they share, so the very next answer reflects the event."""
-    settings = {"artifacts": small_artifacts(tmp_path / "art"), "state_dir": tmp_path / "state", "store": backend}
-    if backend == "redis":
-        probe = redis_or_skip()
-        settings.update(redis_url=REDIS_URL, redis_prefix=probe.prefix)
+def check_workers_see_writes_at_once(http: httpx.Client) -> None:
+    """Events and the blacklist are taken by the HTTP process and answered about by the
+    worker processes: the store is what they share, so the very next answer shows them."""
+    for k in range(1, 6):
+        user = f"u{k}"
+        before = [x["id"] for x in http.get(f"/recommend/{user}").json()["items"]]
+        assert http.post("/events", json={"user": user, "item": before[0]}).status_code == 200
+        for _ in range(2):  # both workers answer in turn
+            assert before[0] not in [x["id"] for x in http.get(f"/recommend/{user}").json()["items"]]
+    top = [x["id"] for x in http.get("/recommend/u9").json()["items"]][0]
+    assert http.post("/admin/blacklist", json={"add": [top]}).status_code == 200
+    for _ in range(4):
+        assert top not in [x["id"] for x in http.get("/recommend/u9").json()["items"]]
+
+
+def test_worker_processes_share_the_redis_store(tmp_path):
+    probe = redis_or_skip()
+    settings = {"artifacts": small_artifacts(tmp_path / "art"), "state_dir": tmp_path / "state", "store": "redis",
+                "redis_url": REDIS_URL, "redis_prefix": probe.prefix}
     try:
         with ServerProcess(settings, workers=2, log=tmp_path / "server.log") as server:
             with httpx.Client(base_url=server.url, headers=KEY, timeout=30.0) as http:
-                for k in range(1, 6):
-                    user = f"u{k}"
-                    before = [x["id"] for x in http.get(f"/recommend/{user}").json()["items"]]
-                    assert http.post("/events", json={"user": user, "item": before[0]}).status_code == 200
-                    for _ in range(2):  # both workers answer in turn
-                        after = [x["id"] for x in http.get(f"/recommend/{user}").json()["items"]]
-                        assert before[0] not in after
-                top = [x["id"] for x in http.get("/recommend/u9").json()["items"]][0]
-                assert http.post("/admin/blacklist", json={"add": [top]}).status_code == 200
-                for _ in range(4):
-                    assert top not in [x["id"] for x in http.get("/recommend/u9").json()["items"]]
+                check_workers_see_writes_at_once(http)
     finally:
-        if backend == "redis":
-            probe.clear()
+        probe.clear()

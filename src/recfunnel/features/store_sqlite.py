@@ -189,11 +189,13 @@ class SQLiteStore(FeatureStore):
         c = self._reader()
         try:
             c.execute("BEGIN")  # one snapshot: the version matches the rows
-            version = c.execute("SELECT value FROM meta WHERE key = 'counters'").fetchone()[0]
-            rows = c.execute(
-                "SELECT item, value, t_ref FROM counters WHERE win = ? AND version > ?", (window.name, int(since))
-            ).fetchall()
-            c.execute("COMMIT")
+            try:
+                version = c.execute("SELECT value FROM meta WHERE key = 'counters'").fetchone()[0]
+                rows = c.execute(
+                    "SELECT item, value, t_ref FROM counters WHERE win = ? AND version > ?", (window.name, int(since))
+                ).fetchall()
+            finally:
+                c.execute("COMMIT")
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: {e}") from e
         return int(version), {item: decay_to(v, t, now, window.half_life_s) for item, v, t in rows}

@@ -19,15 +19,17 @@ import scipy.sparse as sp
 
 from recfunnel.rerank.catalog import Catalog
 
+DENSE_BUDGET = 1 << 23  # queries x window x used categories below which similarity is dense
 JITTER = 1e-4  # added to S_ii: duplicates (identical category sets) stay selectable, last
 
 
 def category_similarity(items: np.ndarray, categories: sp.csr_matrix) -> np.ndarray:
     """Jaccard similarity of category sets, (Q, W, W) for a padded (Q, W) item matrix.
 
-    Items without categories have similarity 0 to everything but themselves. Few categories
-    (genres) use a dense product; many (attribute ids) a block-diagonal sparse product, so
-    only pairs inside one query are ever formed.
+    Items without categories have similarity 0 to everything but themselves. When the
+    categories the window actually uses fit a small dense block (genres; one online query)
+    it is a dense product over those columns; otherwise (thousands of queries over many
+    attribute ids) a block-diagonal sparse product, so only pairs inside one query form.
     """
     q_n, w = items.shape
     out = np.zeros((q_n, w, w), dtype=np.float32)
@@ -39,8 +41,11 @@ def category_similarity(items: np.ndarray, categories: sp.csr_matrix) -> np.ndar
     safe = np.where(valid, items, 0)
     sizes = np.where(valid, sizes_all[safe], 0.0).astype(np.float32)
     n_cat = cats.shape[1]
-    if n_cat <= 64:
-        dense = cats.toarray()[safe] * valid[..., None]
+    rows = cats[safe[valid]]
+    used = np.unique(rows.indices)
+    if q_n * w * max(len(used), 1) <= DENSE_BUDGET:
+        dense = np.zeros((q_n, w, len(used)), dtype=np.float32)
+        dense[valid] = rows[:, used].toarray()
         inter = np.einsum("qic,qjc->qij", dense, dense)
     else:
         qi, ii = np.nonzero(valid)

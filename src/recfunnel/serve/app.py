@@ -98,7 +98,8 @@ class HistoryOut(BaseModel):
     known: bool = Field(description="the model was trained with this user")
     source: str = Field(description="store, artifact or none")
     history: list[HistoryEntry]
-    served: list[dict[str, Any]]
+    served: list[dict[str, Any]] = Field(description="the user's last answers (newest first)")
+    features: dict[str, Any] = Field({}, description="features stored online for this user")
 
 
 class ReloadIn(BaseModel):
@@ -293,14 +294,16 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
         items, ts = items[-limit:], ts[-limit:]
         try:
             served = [s.__dict__ for s in engine.store.served(user_id, limit=5)]
+            feats = engine.store.get_features("user", user_id)
         except StoreError:
-            served = []
+            served, feats = [], {}
         return {
             "user": user_id,
             "known": u >= 0,
             "source": source,
             "history": [{"item": snap.item_ids.raw(int(i)), "title": snap.titles[int(i)], "ts": int(t)} for i, t in zip(items, ts)],
             "served": served,
+            "features": feats,
         }
 
     # ---- writes ---------------------------------------------------------------------
