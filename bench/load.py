@@ -215,7 +215,7 @@ async def stage_shares(port: int, paths: list[str], n: int) -> dict:
     writer.close()
     other = total - sum(stages.values())
     rows = {k: {"ms": round(v / n, 3), "share": round(v / total, 4)} for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
-    rows["http, json, framework"] = {"ms": round(other / n, 3), "share": round(other / total, 4)}
+    rows["http, json, hand-off to a worker"] = {"ms": round(other / n, 3), "share": round(other / total, 4)}
     return {"requests": n, "mean_ms": round(total / n, 3), "stages": rows}
 
 

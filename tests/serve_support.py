@@ -7,6 +7,7 @@ copied, not rebuilt, when a test needs another version.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,9 +38,8 @@ def small_artifacts(root: Path) -> Path:
     with _lock:
         src = _built.get("small")
         if src is None:
-            base = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"recfunnel-serve-art-{os.getpid()}"
-            if base.exists():
-                shutil.rmtree(base)
+            base = Path(tempfile.mkdtemp(prefix="recfunnel-serve-art-"))
+            atexit.register(shutil.rmtree, base, ignore_errors=True)
             ds, _ = generate_with_truth(SyntheticConfig(n_users=250, n_items=400, seed=3))
             cfg = small_config()
             cfg.rank.lightgbm.threads = 1
