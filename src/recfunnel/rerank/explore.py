@@ -24,7 +24,22 @@ import numpy as np
 from recfunnel.persist import load_state, save_state
 
 
-class ThompsonExplorer:
+class _ExposureCounting:
+    """Served counts per arm, shared by every explorer (what "low exposure" means)."""
+
+    exposures: np.ndarray
+
+    def ensure(self, n_arms: int) -> None:  # pragma: no cover - each explorer grows its own state
+        raise NotImplementedError
+
+    def record_served(self, arms: np.ndarray) -> None:
+        arms = np.asarray(arms, dtype=np.int64)
+        if len(arms):
+            self.ensure(int(arms.max()) + 1)
+            np.add.at(self.exposures, arms, 1)
+
+
+class ThompsonExplorer(_ExposureCounting):
     name = "thompson"
 
     def __init__(self, n_arms: int = 0, prior_alpha: float = 1.0, prior_beta: float = 1.0, draws: int = 256) -> None:
@@ -78,12 +93,6 @@ class ThompsonExplorer:
         np.add.at(self.alpha, arms, r)
         np.add.at(self.beta, arms, 1.0 - r)
 
-    def record_served(self, arms: np.ndarray) -> None:
-        arms = np.asarray(arms, dtype=np.int64)
-        if len(arms):
-            self.ensure(int(arms.max()) + 1)
-            np.add.at(self.exposures, arms, 1)
-
     def state(self) -> dict[str, np.ndarray]:
         return {"alpha": self.alpha, "beta": self.beta, "exposures": self.exposures}
 
@@ -91,7 +100,7 @@ class ThompsonExplorer:
         self.alpha, self.beta, self.exposures = s["alpha"], s["beta"], s["exposures"]
 
 
-class LinUCBExplorer:
+class LinUCBExplorer(_ExposureCounting):
     name = "linucb"
 
     def __init__(self, n_arms: int = 0, dim: int = 2, alpha: float = 1.0, epsilon: float = 0.05, reg: float = 1.0) -> None:
@@ -147,12 +156,6 @@ class LinUCBExplorer:
             ax = self.a_inv[a] @ x
             self.a_inv[a] -= np.outer(ax, ax) / (1.0 + x @ ax)
             self.b[a] += r * x
-
-    def record_served(self, arms: np.ndarray) -> None:
-        arms = np.asarray(arms, dtype=np.int64)
-        if len(arms):
-            self.ensure(int(arms.max()) + 1)
-            np.add.at(self.exposures, arms, 1)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"a_inv": self.a_inv, "b": self.b, "exposures": self.exposures}
