@@ -14,7 +14,9 @@ from recfunnel.recall.sequential import GRU4RecConfig, GRU4RecSource, SASRecConf
 TRAIN = TrainConfig(epochs=45, eval_every=5, patience=3, batch_size=32, learning_rate=5e-3, progress=False, refit=False)
 MODELS = [
     (SASRecSource, SASRecConfig(dim=32, max_len=20, n_negatives=64, dropout=0.1, train=TRAIN)),
-    (GRU4RecSource, GRU4RecConfig(dim=32, max_len=20, n_negatives=64, dropout=0.1, train=TRAIN)),
+    # full softmax: the GRU learns the planted steps far faster with it than with 64 sampled
+    # negatives (HR@10 0.19 vs 0.13-0.17 at 45 epochs), which keeps the floor clear of noise
+    (GRU4RecSource, GRU4RecConfig(dim=32, max_len=20, n_negatives=0, dropout=0.1, train=TRAIN.model_copy(update={"learning_rate": 1e-2, "epochs": 60}))),
 ]
 
 
