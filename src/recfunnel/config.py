@@ -21,6 +21,7 @@ from recfunnel.rank.neural import (
     DIENConfig,
     DINConfig,
     FMConfig,
+    GBDTLRConfig,
     LRConfig,
     MMoEConfig,
     SharedBottomConfig,
@@ -67,7 +68,7 @@ class RankConfig(_Strict):
     """Rank: the model that orders the merged pool, and how its training rows are made."""
 
     model: Literal[
-        "lightgbm", "lr", "fm", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
+        "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
     ] = Field("lightgbm", description="'none' keeps the merged recall order; the others read [rank.<model>]")
     train_steps: int = Field(
         3, ge=1, description="last interactions per user held out to build ranker training queries"
@@ -83,6 +84,7 @@ class RankConfig(_Strict):
     lightgbm: LightGBMConfig = LightGBMConfig()
     lr: LRConfig = LRConfig()
     fm: FMConfig = FMConfig()
+    gbdt_lr: GBDTLRConfig = GBDTLRConfig()
     widedeep: WideDeepConfig = WideDeepConfig()
     deepfm: DeepFMConfig = DeepFMConfig()
     din: DINConfig = DINConfig()

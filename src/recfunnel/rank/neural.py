@@ -22,7 +22,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 
 from recfunnel.candidates import Candidates
-from recfunnel.features.specs import FeatureSpecs
+from recfunnel.features.specs import FeatureSpecs, SparseSpec
 from recfunnel.nn.training import TrainConfig, train
 from recfunnel.persist import read_json, write_json
 from recfunnel.rank import nets
@@ -304,7 +304,89 @@ SharedBottomRanker = _ranker(
 )
 MMoERanker = _ranker("mmoe", nets.MMoENet, MMoEConfig, "MMoE multi-task (interact, like), fused.")
 
+class GBDTLRConfig(LRConfig):
+    n_trees: int = Field(50, ge=1, description="LightGBM trees whose leaves become LR inputs")
+    num_leaves: int = Field(15, ge=2, description="leaves per tree")
+    tree_learning_rate: float = Field(0.1, gt=0, description="LightGBM shrinkage")
+    min_child_samples: int = Field(50, ge=1, description="rows a leaf needs at least")
+
+
+class GBDTLRRanker(NeuralRanker):
+    """GBDT+LR (He et al. 2014): LightGBM trees over the dense features; each tree's leaf
+    becomes a one-hot field of a logistic regression that also sees the ids and recent
+    items. Dense values reach the LR only through the trees."""
+
+    name = "gbdt_lr"
+    Net = nets.LRNet
+    Config = GBDTLRConfig
+
+    def fit(
+        self,
+        train_rows: Candidates,
+        labels: np.ndarray,
+        features: list[str],
+        progress: bool = False,
+        specs: FeatureSpecs | None = None,
+        like: np.ndarray | None = None,
+    ) -> Self:
+        import lightgbm as lgb
+
+        c = self.config
+        base = specs if specs is not None else FeatureSpecs(dense=list(features))
+        self.gbdt_dense = list(base.dense)
+        params = {
+            "objective": "binary",
+            "num_leaves": c.num_leaves,
+            "learning_rate": c.tree_learning_rate,
+            "min_child_samples": c.min_child_samples,
+            "num_threads": c.train.threads,
+            "seed": c.seed,
+            "verbose": -1,
+        }
+        self.booster = lgb.train(params, lgb.Dataset(self._gbdt_matrix(train_rows), labels), num_boost_round=c.n_trees)
+        leaves = [SparseSpec(f"gbdt_leaf_{t}", c.num_leaves + 1) for t in range(self.booster.num_trees())]
+        lr_specs = FeatureSpecs(list(base.sparse) + leaves, [], list(base.sequence))
+        return super().fit(self._with_leaves(train_rows), labels, [], progress, specs=lr_specs, like=like)
+
+    def _gbdt_matrix(self, cands: Candidates) -> np.ndarray:
+        return np.column_stack([cands.features[d].astype(np.float64) for d in self.gbdt_dense])
+
+    def _with_leaves(self, cands: Candidates) -> Candidates:
+        out = Candidates(cands.query, cands.item, cands.score, cands.n_queries, dict(cands.features))
+        if len(cands):
+            leaf = self.booster.predict(self._gbdt_matrix(cands), pred_leaf=True, num_threads=1).reshape(len(cands), -1)
+            for t in range(leaf.shape[1]):
+                out.features[f"gbdt_leaf_{t}"] = leaf[:, t].astype(np.int64) + 1
+        return out
+
+    def _inputs(self, cands: Candidates) -> dict[str, torch.Tensor]:
+        if not any(s.name.startswith("gbdt_leaf_") and s.name in cands.features for s in self.specs.sparse):
+            cands = self._with_leaves(cands)
+        return super()._inputs(cands)
+
+    def _fit_normalisation(self, cands: Candidates) -> None:
+        self.mean = np.zeros(0, dtype=np.float32)
+        self.std = np.ones(0, dtype=np.float32)
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        self.booster.save_model(str(Path(directory) / "gbdt.txt"))
+        write_json(Path(directory) / "gbdt.json", {"dense": self.gbdt_dense})
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        import lightgbm as lgb
+
+        r = super().load(directory)
+        r.booster = lgb.Booster(model_file=str(Path(directory) / "gbdt.txt"))
+        r.gbdt_dense = read_json(Path(directory) / "gbdt.json")["dense"]
+        return r
+
+
 NEURAL_RANKERS: dict[str, type[NeuralRanker]] = {
     r.name: r
-    for r in (LRRanker, FMRanker, WideDeepRanker, DeepFMRanker, DINRanker, DIENRanker, SharedBottomRanker, MMoERanker)
+    for r in (
+        LRRanker, FMRanker, GBDTLRRanker, WideDeepRanker, DeepFMRanker, DINRanker, DIENRanker,
+        SharedBottomRanker, MMoERanker,
+    )
 }
