@@ -19,7 +19,7 @@ PER_QUERY = 16
 
 def small(name: str, **kw):
     cls = NEURAL_RANKERS[name]
-    train = TrainConfig(epochs=8, batch_size=256, learning_rate=3e-3, eval_every=1, patience=2, refit=False, progress=False)
+    train = TrainConfig(epochs=6, batch_size=256, learning_rate=3e-3, eval_every=1, patience=2, refit=False, progress=False)
     extra = {"hidden": [32, 16]} if "hidden" in cls.Config.model_fields and name not in ("lr", "fm") else {}
     return cls(cls.Config(embed_dim=8, train=train, **extra, **kw))
 
@@ -86,3 +86,30 @@ def test_multi_task_heads_learn_two_planted_targets(name, rows):
     assert auc(like[te], p[:, 1]) > auc(like[te], p[:, 0]) + 0.1
     assert auc(label[te], p[:, 0]) > auc(label[te], p[:, 1]) + 0.1
     np.testing.assert_allclose(model.score(test), p[:, 0] + 0.25 * p[:, 1], rtol=1e-6)
+
+
+def test_funnel_with_a_neural_ranker_round_trips(planted_split, tmp_path):
+    """The funnel trains a neural ranker on its own recall (with the like label), serves it
+    through the same `run`, and a saved funnel answers identically after loading."""
+    from recfunnel.config import FunnelConfig
+    from recfunnel.funnel import Funnel
+    from recfunnel.query import history_queries
+
+    split, _ = planted_split
+    cfg = FunnelConfig()
+    cfg.merge.pool_size = 100
+    cfg.rank.model = "deepfm"
+    cfg.rank.max_train_queries = 400
+    cfg.rank.negatives_per_query = 30
+    cfg.rank.deepfm = small("deepfm").config
+    cfg.rerank.preset = "none"
+    funnel = Funnel(cfg).fit(split.fit, progress=False)
+    assert funnel.pit is not None and funnel.ranker is not None
+    assert funnel.ranker_report["model:holdout_auc"] > 0.7
+    batch = QueryBatch(history_queries(split.fit, split.users[:50], split.ts[:50]), split.fit.n_items)
+    first = funnel.run(batch, keep_stages=True)
+    assert "hist_items" in first.ranked.features and first.ranked.features["hist_items"].shape[1] == 20
+    funnel.save(tmp_path / "f")
+    again = Funnel.load(tmp_path / "f").run(batch)
+    np.testing.assert_array_equal(again.final.item, first.final.item)
+    np.testing.assert_array_equal(again.final.score, first.final.score)
