@@ -215,6 +215,9 @@ class NeuralRanker(Ranker):
         n = len(x["dense"]) if rows is None else len(rows)
         out = []
         with torch.no_grad():
+            if rows is None and n <= SCORE_CHUNK:  # a request: no copies
+                out.append(net(x).float().numpy())
+                n = 0
             for s in range(0, n, SCORE_CHUNK):
                 idx = torch.arange(s, min(s + SCORE_CHUNK, n)) if rows is None else torch.from_numpy(rows[s : s + SCORE_CHUNK])
                 out.append(net({k: v[idx] for k, v in x.items()}).float().numpy())
