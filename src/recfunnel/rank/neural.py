@@ -140,8 +140,7 @@ class NeuralRanker(Ranker):
         y = np.column_stack([labels, labels if like is None else like]).astype(np.float32)
         rng = np.random.default_rng(c.seed)
         q = train_rows.query.astype(np.int64)
-        held_q = rng.random(int(q.max()) + 1 if len(q) else 1) < c.holdout_share
-        is_val = held_q[q]
+        is_val = self._held_out(train_rows, rng)
         tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
         x = self._inputs(train_rows)
         yt = torch.from_numpy(y)
@@ -185,6 +184,12 @@ class NeuralRanker(Ranker):
         if len(va):
             self._calibrate(self._logits(self.net, x, va), y[va], q[va], rng)
         return self
+
+    def _held_out(self, rows: Candidates, rng: np.random.Generator) -> np.ndarray:
+        """Rows of the queries held out for early stopping and calibration."""
+        q = rows.query.astype(np.int64)
+        held_q = rng.random(int(q.max()) + 1 if len(q) else 1) < self.config.holdout_share
+        return held_q[q]
 
     def _calibrate(self, logits: np.ndarray, y: np.ndarray, q: np.ndarray, rng: np.random.Generator) -> None:
         """Platt scaling per head on half of the held-out queries; errors on the other half."""
@@ -346,7 +351,11 @@ class GBDTLRRanker(NeuralRanker):
             "seed": c.seed,
             "verbose": -1,
         }
-        self.booster = lgb.train(params, lgb.Dataset(self._gbdt_matrix(train_rows), labels), num_boost_round=c.n_trees)
+        # trees see only the training queries: held-out ones judge the LR (early stopping,
+        # calibration) and must not be memorised by its inputs
+        fit_rows = np.flatnonzero(~self._held_out(train_rows, np.random.default_rng(c.seed)))
+        data = lgb.Dataset(self._gbdt_matrix(train_rows)[fit_rows], labels[fit_rows])
+        self.booster = lgb.train(params, data, num_boost_round=c.n_trees)
         leaves = [SparseSpec(f"gbdt_leaf_{t}", c.num_leaves + 1) for t in range(self.booster.num_trees())]
         lr_specs = FeatureSpecs(list(base.sparse) + leaves, [], list(base.sequence))
         return super().fit(self._with_leaves(train_rows), labels, [], progress, specs=lr_specs, like=like)
