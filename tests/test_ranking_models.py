@@ -101,6 +101,7 @@ def test_funnel_with_a_neural_ranker_round_trips(planted_split, tmp_path):
     cfg.rank.model = "deepfm"
     cfg.rank.max_train_queries = 400
     cfg.rank.negatives_per_query = 30
+    cfg.rank.random_negatives_per_query = 10  # easy negatives next to the pool's hard ones
     cfg.rank.deepfm = small("deepfm").config
     cfg.rerank.preset = "none"
     funnel = Funnel(cfg).fit(split.fit, progress=False)

@@ -79,6 +79,9 @@ class RankConfig(_Strict):
     negatives_per_query: int = Field(
         100, ge=1, description="pool negatives sampled per training query (the positive is always kept)"
     )
+    random_negatives_per_query: int = Field(
+        0, ge=0, description="random catalog items recall did not find, added per training query as easy negatives"
+    )
     features: CandidateFeaturesConfig = CandidateFeaturesConfig()
     point_in_time: PointInTimeConfig = PointInTimeConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()

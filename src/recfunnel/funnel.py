@@ -193,12 +193,16 @@ class Funnel:
             is_pos = pool.item == target[pool.query]
             rows = _sample_rows(pool, is_pos, self.config.rank.negatives_per_query, rng)
             sample = pool.take(rows)
+            n_random = self.config.rank.random_negatives_per_query
+            if n_random > 0 and len(sample):
+                sample = _add_random_negatives(sample, n_random, ds.n_items, rng)
             self.features.hydrate(batch, sample)
             if self.pit is not None:
                 self.pit.hydrate(batch, sample)
             sample.query = sample.query + start  # global query ids keep groups apart
-            sample.features["label"] = is_pos[rows].astype(np.float32)
-            sample.features["label_like"] = (is_pos[rows] & liked[start : start + BATCH][sample.query - start]).astype(
+            positive = sample.item == target[sample.query - start]
+            sample.features["label"] = positive.astype(np.float32)
+            sample.features["label_like"] = (positive & liked[start : start + BATCH][sample.query - start]).astype(
                 np.float32
             )
             parts.append(sample)
@@ -385,3 +389,21 @@ def _sample_rows(pool: Candidates, is_pos: np.ndarray, n_neg: int, rng: np.rando
     ranks[order] = np.arange(len(pool)) - np.repeat(ptr[:-1], np.diff(ptr))
     keep = eligible & (ranks <= n_neg)
     return np.flatnonzero(keep)  # original (query, pool) order
+
+
+def _add_random_negatives(sample: Candidates, n: int, n_items: int, rng: np.random.Generator) -> Candidates:
+    """`n` random catalog items per query of `sample` that recall did not find (easy
+    negatives next to the pool's hard ones): no channel features, below every pool row."""
+    queries = np.unique(sample.query)
+    q = np.repeat(queries, n).astype(np.int32)
+    items = rng.integers(0, n_items, len(q)).astype(np.int32)
+    in_pool = set(zip(sample.query.tolist(), sample.item.tolist()))
+    keep = np.array([(a, b) not in in_pool for a, b in zip(q.tolist(), items.tolist())], dtype=bool)
+    q, items = q[keep], items[keep]
+    feats = {}
+    for k, v in sample.features.items():
+        fill = 0 if k == "channels" or k == "n_channels" else np.nan
+        feats[k] = np.full((len(q), *v.shape[1:]), fill, dtype=v.dtype)
+    low = np.full(len(q), float(sample.score.min()) - 1.0, dtype=np.float32)
+    extra = Candidates(q, items, low, sample.n_queries, feats)
+    return Candidates.concat([sample, extra], n_queries=sample.n_queries)
