@@ -10,7 +10,7 @@ probabilities). Calibration error is the ranker's own held-out training queries'
 one request's hydrated pool, tiled to 200 and 1000 candidates, scored alone (p50/p99).
 
 Writes bench/results/rank_compare.json and .md after every ranker (partial runs count).
-Usage: python bench/rank_compare.py [--data ../shared/data/ml-100k] [--models lr,din,...]
+Usage: python bench/rank_compare.py [--data ../shared/data/ml-100k] [--models lr,din,...] [--update]
 """
 
 from __future__ import annotations
@@ -124,11 +124,15 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ml-100k"))
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--update", action="store_true", help="keep the other rankers' rows of an earlier run")
     args = ap.parse_args()
     ds = load_dataset(args.data)
     split = leave_last_out(ds)
     print(ds.describe(), flush=True)
     results = {"dataset": ds.name, "users": int(len(split)), "rankers": {}}
+    earlier = Path(args.out) / "rank_compare.json"
+    if args.update and earlier.exists():
+        results = json.loads(earlier.read_text())
     for name in args.models.split(","):
         cfg = load_config(None)
         cfg.rank.model = name  # type: ignore[assignment]
