@@ -100,7 +100,9 @@ def write(results: dict, out: Path) -> None:
         f"# Rankers on {results['dataset']} ({results['users']} test users, PROTOCOL.md)",
         "",
         "Funnel: default config, the ranker swapped. Example metrics: the test step's merged pool "
-        "(target positive, rest of the pool negative). Calibration: the ranker's held-out training queries.",
+        "(target positive, rest of the pool negative). Calibration: the ranker's held-out training queries. "
+        "Latency: scoring one request's hydrated candidates, on a shared 2-core machine under other jobs' load "
+        "(noisy: compare within a run).",
         "",
         "| ranker | NDCG@10 | HR@10 | AUC | GAUC | logloss | calib. err. | fit rank s | p50 ms @200 | p50 ms @1000 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
