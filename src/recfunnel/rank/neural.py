@@ -49,14 +49,20 @@ class NeuralRankerConfig(RankerConfig):
 
 
 class AttentionConfig(NeuralRankerConfig):
+    """A ranker with attention over the recent items."""
+
     attention_hidden: list[int] = Field([36], description="hidden sizes of the attention (activation) unit")
 
 
 class DIENConfig(AttentionConfig):
+    """DIEN (rank.model = "dien"): GRU interests with the auxiliary loss, AUGRU evolution."""
+
     aux_weight: float = Field(0.5, ge=0, description="weight of the auxiliary next-behaviour loss")
 
 
 class MultiTaskConfig(NeuralRankerConfig):
+    """A two-headed ranker: P(interact) and P(like), fused into one ranking value."""
+
     tower_hidden: int = Field(32, ge=1, description="hidden size of each task tower")
     like_loss_weight: float = Field(1.0, ge=0, description="weight of the 'like' head's loss")
     fusion_interact: float = Field(1.0, ge=0, description="ranking value = this x P(interact) + ...")
@@ -64,31 +70,35 @@ class MultiTaskConfig(NeuralRankerConfig):
 
 
 class MMoEConfig(MultiTaskConfig):
+    """MMoE (rank.model = "mmoe"): shared experts, a gate and a tower per task."""
+
     n_experts: int = Field(4, ge=1, description="shared experts")
 
 
 class LRConfig(NeuralRankerConfig):
+    """Logistic regression (rank.model = "lr") over ids, pooled recent items and dense features."""
+
     hidden: list[int] = Field([], description="unused by LR")
 
 
 class FMConfig(LRConfig):
-    pass
+    """Factorisation machine (rank.model = "fm")."""
 
 
 class DeepFMConfig(NeuralRankerConfig):
-    pass
+    """DeepFM (rank.model = "deepfm"): FM and an MLP on shared embeddings."""
 
 
 class WideDeepConfig(NeuralRankerConfig):
-    pass
+    """Wide & Deep (rank.model = "widedeep")."""
 
 
 class DINConfig(AttentionConfig):
-    pass
+    """DIN (rank.model = "din"): candidate-aware attention over the recent items."""
 
 
 class SharedBottomConfig(MultiTaskConfig):
-    pass
+    """Shared-Bottom (rank.model = "shared_bottom"): one shared MLP, a tower per task."""
 
 
 class NeuralRanker(Ranker):
@@ -313,6 +323,8 @@ SharedBottomRanker = _ranker(
 MMoERanker = _ranker("mmoe", nets.MMoENet, MMoEConfig, "MMoE multi-task (interact, like), fused.")
 
 class GBDTLRConfig(LRConfig):
+    """GBDT+LR (rank.model = "gbdt_lr"): LightGBM leaves one-hot into a logistic regression."""
+
     n_trees: int = Field(50, ge=1, description="LightGBM trees whose leaves become LR inputs")
     num_leaves: int = Field(15, ge=2, description="leaves per tree")
     tree_learning_rate: float = Field(0.1, gt=0, description="LightGBM shrinkage")
