@@ -14,7 +14,19 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
 
 from recfunnel.features.candidates import CandidateFeaturesConfig
+from recfunnel.features.pointintime import PointInTimeConfig
 from recfunnel.rank.lightgbm_ranker import LightGBMConfig
+from recfunnel.rank.neural import (
+    DeepFMConfig,
+    DIENConfig,
+    DINConfig,
+    FMConfig,
+    GBDTLRConfig,
+    LRConfig,
+    MMoEConfig,
+    SharedBottomConfig,
+    WideDeepConfig,
+)
 from recfunnel.recall.cooccurrence import CooccurrenceConfig
 from recfunnel.recall.graph_embedding import DeepWalkConfig, Node2VecConfig
 from recfunnel.recall.item2vec import Item2VecConfig
@@ -55,9 +67,9 @@ class MergeConfig(_Strict):
 class RankConfig(_Strict):
     """Rank: the model that orders the merged pool, and how its training rows are made."""
 
-    model: Literal["lightgbm", "none"] = Field(
-        "lightgbm", description="'none' keeps the merged recall order"
-    )
+    model: Literal[
+        "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
+    ] = Field("lightgbm", description="'none' keeps the merged recall order; the others read [rank.<model>]")
     train_steps: int = Field(
         3, ge=1, description="last interactions per user held out to build ranker training queries"
     )
@@ -67,8 +79,21 @@ class RankConfig(_Strict):
     negatives_per_query: int = Field(
         100, ge=1, description="pool negatives sampled per training query (the positive is always kept)"
     )
+    random_negatives_per_query: int = Field(
+        0, ge=0, description="random catalog items recall did not find, added per training query as easy negatives"
+    )
     features: CandidateFeaturesConfig = CandidateFeaturesConfig()
+    point_in_time: PointInTimeConfig = PointInTimeConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()
+    lr: LRConfig = LRConfig()
+    fm: FMConfig = FMConfig()
+    gbdt_lr: GBDTLRConfig = GBDTLRConfig()
+    widedeep: WideDeepConfig = WideDeepConfig()
+    deepfm: DeepFMConfig = DeepFMConfig()
+    din: DINConfig = DINConfig()
+    dien: DIENConfig = DIENConfig()
+    shared_bottom: SharedBottomConfig = SharedBottomConfig()
+    mmoe: MMoEConfig = MMoEConfig()
 
 
 class FunnelConfig(_Strict):

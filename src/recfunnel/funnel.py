@@ -19,10 +19,12 @@ from recfunnel.config import FunnelConfig
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.split import hold_out_steps
 from recfunnel.features.candidates import CandidateFeatures
+from recfunnel.features.pointintime import PointInTimeFeatures
 from recfunnel.persist import load_state, read_json, save_state, write_json
 from recfunnel.query import Query, QueryBatch, history_queries, step_queries
 from recfunnel.rank.base import Ranker
 from recfunnel.rank.lightgbm_ranker import LightGBMRanker
+from recfunnel.rank.neural import NEURAL_RANKERS
 from recfunnel.recall.base import Source
 from recfunnel.recall.cooccurrence import CooccurrenceSource
 from recfunnel.recall.graph_embedding import DeepWalkSource, Node2VecSource
@@ -42,7 +44,7 @@ SOURCES: dict[str, type[Source]] = {
         Item2VecSource, DeepWalkSource, Node2VecSource, SASRecSource, GRU4RecSource,
     )
 }
-RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker}
+RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker, **NEURAL_RANKERS}
 BATCH = 2048  # queries per funnel pass offline: bounds candidate memory
 
 
@@ -99,6 +101,7 @@ class Funnel:
         self.config = config or FunnelConfig()
         self.sources: dict[str, Source] = {}
         self.features: CandidateFeatures | None = None
+        self.pit: PointInTimeFeatures | None = None  # neural rankers' sparse/sequence inputs
         self.ranker: Ranker | None = None
         self.fit_seconds: dict[str, float] = {}
         self.dataset_name = ""
@@ -119,11 +122,14 @@ class Funnel:
         rr = self.config.rerank
         self.catalog = Catalog.from_dataset(ds, group_column=rr.group.column, audience_pairs=rr.audience.pairs)
         self._reranker = None
+        self.pit = None
         if self.config.rank.model != "none":
             self._fit_ranker(ds, progress)
         self._fit_recall(ds, progress, prefix="fit")
         t = time.perf_counter()
         self.features = CandidateFeatures(self.config.rank.features).fit(ds)
+        if self.pit is not None:
+            self.pit = PointInTimeFeatures(self.config.rank.point_in_time).fit(ds)
         self.fit_seconds["fit:features"] = time.perf_counter() - t
         if self.config.rerank.diversity.exposure_penalty > 0:
             t = time.perf_counter()
@@ -167,12 +173,18 @@ class Funnel:
         val = hold_out_steps(ds, self.config.rank.train_steps)
         self._fit_recall(val.fit, progress, prefix="ranker-data")
         self.features = CandidateFeatures(self.config.rank.features).fit(val.fit)
+        ranker_cls = RANKERS[self.config.rank.model]
+        self.pit = PointInTimeFeatures(self.config.rank.point_in_time).fit(val.fit) if ranker_cls.uses_specs else None
         rng = np.random.default_rng(self.config.seed)
         chosen = np.arange(len(val.users))
         if len(chosen) > self.config.rank.max_train_queries:
             chosen = np.sort(rng.choice(chosen, self.config.rank.max_train_queries, replace=False))
         queries = step_queries(ds, val.users[chosen], val.positions[chosen])
         targets = val.items[chosen]
+        # the second label: a "like" where the data has ratings (MovieLens: rating >= 4)
+        values = ds.value[val.positions[chosen]]
+        has_ratings = bool(len(ds.value)) and float(ds.value.max()) > 1.0
+        liked = values >= self.config.rank.point_in_time.like_threshold if has_ratings else np.ones(len(values), bool)
         parts, labels = [], []
         for start in tqdm(range(0, len(queries), BATCH), desc="ranker training rows", disable=not progress):
             batch = QueryBatch(queries[start : start + BATCH], ds.n_items)
@@ -181,21 +193,37 @@ class Funnel:
             is_pos = pool.item == target[pool.query]
             rows = _sample_rows(pool, is_pos, self.config.rank.negatives_per_query, rng)
             sample = pool.take(rows)
+            n_random = self.config.rank.random_negatives_per_query
+            if n_random > 0 and len(sample):
+                sample = _add_random_negatives(sample, n_random, ds.n_items, rng)
             self.features.hydrate(batch, sample)
+            if self.pit is not None:
+                self.pit.hydrate(batch, sample)
             sample.query = sample.query + start  # global query ids keep groups apart
-            sample.features["label"] = is_pos[rows].astype(np.float32)
+            positive = sample.item == target[sample.query - start]
+            sample.features["label"] = positive.astype(np.float32)
+            sample.features["label_like"] = (positive & liked[start : start + BATCH][sample.query - start]).astype(
+                np.float32
+            )
             parts.append(sample)
         train = Candidates.concat(parts, n_queries=len(queries))
         y = train.features.pop("label", np.empty(0, dtype=np.float32))
+        like = train.features.pop("label_like", np.empty(0, dtype=np.float32))
         self.fit_seconds["ranker-data:rows"] = time.perf_counter() - t0
         t = time.perf_counter()
-        self.ranker = RANKERS[self.config.rank.model](getattr(self.config.rank, self.config.rank.model))
-        self.ranker.fit(train, y, self.feature_names, progress=progress)
+        self.ranker = ranker_cls(getattr(self.config.rank, self.config.rank.model))
+        if ranker_cls.uses_specs:
+            assert self.pit is not None
+            specs = self.pit.specs().with_dense(self.feature_names)
+            self.ranker.fit(train, y, self.feature_names, progress=progress, specs=specs, like=like)
+        else:
+            self.ranker.fit(train, y, self.feature_names, progress=progress)
         self.fit_seconds["fit:rank"] = time.perf_counter() - t
         self.ranker_report = {
             "train_rows": int(len(y)),
             "train_queries": int(len(np.unique(train.query))),
             "queries_with_target_in_pool": float(len(np.unique(train.query)) / max(len(queries), 1)),
+            **{f"model:{k}": v for k, v in getattr(self.ranker, "report", {}).items()},
         }
 
     @property
@@ -272,6 +300,8 @@ class Funnel:
     def _rank(self, batch: QueryBatch, pool: Candidates, trace: Trace) -> Candidates:
         assert self.features is not None and self.ranker is not None
         trace.timed("hydrate", lambda: (self.features.hydrate(batch, pool), pool)[1])
+        if self.pit is not None:
+            trace.timed("hydrate:pit", lambda: (self.pit.hydrate(batch, pool), pool)[1])
         return trace.timed("rank", lambda: pool.reorder(self.ranker.score(pool)))
 
     def recommend(self, query: Query) -> FunnelOutput:
@@ -300,6 +330,8 @@ class Funnel:
             src.save(d / "recall" / name)
         assert self.features is not None
         save_state(d / "features", self.features.state())
+        if self.pit is not None:
+            save_state(d / "pit_features", self.pit.state())
         if self.ranker is not None:
             self.ranker.save(d / "rank")
         self.item_ids.save(d / "item_ids.json")
@@ -332,6 +364,9 @@ class Funnel:
         f.sources = {name: SOURCES[name].load(d / "recall" / name) for name in meta["sources"]}
         f.features = CandidateFeatures(f.config.rank.features)
         f.features.set_state(load_state(d / "features"))
+        if (d / "pit_features").is_dir():
+            f.pit = PointInTimeFeatures(f.config.rank.point_in_time)
+            f.pit.set_state(load_state(d / "pit_features"))
         if meta["ranker"]:
             f.ranker = RANKERS[meta["ranker"]].load(d / "rank")
         f.item_ids = IdMap.load(d / "item_ids.json")
@@ -354,3 +389,21 @@ def _sample_rows(pool: Candidates, is_pos: np.ndarray, n_neg: int, rng: np.rando
     ranks[order] = np.arange(len(pool)) - np.repeat(ptr[:-1], np.diff(ptr))
     keep = eligible & (ranks <= n_neg)
     return np.flatnonzero(keep)  # original (query, pool) order
+
+
+def _add_random_negatives(sample: Candidates, n: int, n_items: int, rng: np.random.Generator) -> Candidates:
+    """`n` random catalog items per query of `sample` that recall did not find (easy
+    negatives next to the pool's hard ones): no channel features, below every pool row."""
+    queries = np.unique(sample.query)
+    q = np.repeat(queries, n).astype(np.int32)
+    items = rng.integers(0, n_items, len(q)).astype(np.int32)
+    in_pool = set(zip(sample.query.tolist(), sample.item.tolist()))
+    keep = np.array([(a, b) not in in_pool for a, b in zip(q.tolist(), items.tolist())], dtype=bool)
+    q, items = q[keep], items[keep]
+    feats = {}
+    for k, v in sample.features.items():
+        fill = 0 if k == "channels" or k == "n_channels" else np.nan
+        feats[k] = np.full((len(q), *v.shape[1:]), fill, dtype=v.dtype)
+    low = np.full(len(q), float(sample.score.min()) - 1.0, dtype=np.float32)
+    extra = Candidates(q, items, low, sample.n_queries, feats)
+    return Candidates.concat([sample, extra], n_queries=sample.n_queries)

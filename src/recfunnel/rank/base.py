@@ -19,6 +19,9 @@ class RankerConfig(BaseModel):
 class Ranker(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[RankerConfig]]
+    # True: the funnel also hydrates the point-in-time sparse/sequence features and calls
+    # fit(..., specs=FeatureSpecs, like=second label)
+    uses_specs: ClassVar[bool] = False
 
     def __init__(self, config: RankerConfig | None = None) -> None:
         self.config = config or self.Config()

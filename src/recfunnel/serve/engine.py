@@ -154,7 +154,7 @@ class Snapshot:
         self.blacklist_version = -1
         self.blacklisted: set[str] = set()
         self.sync_lock = threading.Lock()
-        self.ranker_mode = "lightgbm" if self.funnel.ranker is not None else "none"
+        self.ranker_mode = self.funnel.ranker.name if self.funnel.ranker is not None else "none"
         self.load_seconds = time.perf_counter() - t
 
     def compile_ranker(self) -> None:

@@ -1,0 +1,171 @@
+"""Every ranker in one funnel, on PROTOCOL.md, same split, same recall.
+
+For each ranker (`none` = merged recall order, `lightgbm`, and the neural rankers) the
+funnel is fitted on the fit data (its training examples come from its own recall on each
+user's last 3 fit steps) and evaluated end to end (final NDCG@10, HR@10). The ranker's
+input on the test step is then scored as examples: every row of each test user's merged
+pool, the held-out item as the positive and the rest of the pool as negatives, giving AUC,
+GAUC (per user) and logloss (probability outputs only; LightGBM LambdaRank scores are not
+probabilities). Calibration error is the ranker's own held-out training queries'. Latency:
+one request's hydrated pool, tiled to 200 and 1000 candidates, scored alone (p50/p99).
+
+Writes bench/results/rank_compare.json and .md after every ranker (partial runs count).
+Usage: python bench/rank_compare.py [--data ../shared/data/ml-100k] [--models lr,din,...] [--update]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from recfunnel.candidates import Candidates  # noqa: E402
+from recfunnel.config import load_config  # noqa: E402
+from recfunnel.data.loaders import load_dataset  # noqa: E402
+from recfunnel.data.split import leave_last_out  # noqa: E402
+from recfunnel.evaluate.protocol import evaluate  # noqa: E402
+from recfunnel.funnel import BATCH  # noqa: E402
+from recfunnel.query import QueryBatch, history_queries  # noqa: E402
+from recfunnel.rank.metrics import auc, gauc, logloss  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("none", "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
+
+
+def example_metrics(funnel, split) -> tuple[dict, Candidates | None]:
+    """AUC/GAUC/logloss of the ranker's scores on the test step's merged pools."""
+    if funnel.ranker is None:
+        return {}, None
+    fit = split.fit
+    queries = history_queries(fit, split.users, split.ts, n=funnel.config.n)
+    ys, ss, ps, qs, first = [], [], [], [], None
+    heads = getattr(funnel.ranker, "head_probabilities", None)
+    for start in range(0, len(queries), BATCH):
+        batch = QueryBatch(queries[start : start + BATCH], fit.n_items)
+        ranked = funnel.run(batch, keep_stages=True).ranked
+        target = split.items[start : start + BATCH]
+        ys.append((ranked.item == target[ranked.query]).astype(np.float32))
+        ss.append(ranked.score.astype(np.float64))
+        if heads is not None:
+            ps.append(heads(ranked)[:, 0].astype(np.float64))  # P(interact), also for fused scores
+        qs.append(ranked.query.astype(np.int64) + start)
+        if first is None:
+            first = (batch, ranked)
+    y, s, q = np.concatenate(ys), np.concatenate(ss), np.concatenate(qs)
+    has_pos = np.zeros(len(queries), dtype=bool)
+    has_pos[q[y > 0]] = True
+    keep = has_pos[q]
+    out = {
+        "pool_rows": int(len(y)),
+        "AUC": auc(y, s),
+        "GAUC": float(gauc(y[keep], s[keep], q[keep])),
+        "logloss": logloss(y, np.concatenate(ps)) if ps else None,
+    }
+    return out, first
+
+
+def latency(funnel, first) -> dict:
+    """p50/p99 ms of scoring one request's candidates (features already hydrated)."""
+    if first is None:
+        return {}
+    _, ranked = first
+    rows = np.flatnonzero(ranked.query == 0)
+    one = ranked.take(rows)
+    one.query = np.zeros(len(one), dtype=np.int32)
+    one.n_queries = 1
+    out = {}
+    for n in (200, 1000):
+        idx = np.resize(np.arange(len(one)), n)
+        c = one.take(idx)
+        times = []
+        for _ in range(40):
+            t = time.perf_counter()
+            funnel.ranker.score(c)
+            times.append((time.perf_counter() - t) * 1000)
+        out[f"p50_ms@{n}"] = float(np.percentile(times, 50))
+        out[f"p99_ms@{n}"] = float(np.percentile(times, 99))
+    return out
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rank_compare.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"# Rankers on {results['dataset']} ({results['users']} test users, PROTOCOL.md)",
+        "",
+        "Funnel: default config, the ranker swapped. Example metrics: the test step's merged pool "
+        "(target positive, rest of the pool negative). Calibration: the ranker's held-out training queries. "
+        "Latency: scoring one request's hydrated candidates, on a shared 2-core machine under other jobs' load "
+        "(noisy: compare within a run).",
+        "",
+        "| ranker | NDCG@10 | HR@10 | AUC | GAUC | logloss | calib. err. | fit rank s | p50 ms @200 | p50 ms @1000 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def f(v, nd=4):
+        return "–" if v is None else f"{v:.{nd}f}"
+
+    for name, r in results["rankers"].items():
+        ex, lat = r.get("examples", {}), r.get("latency", {})
+        lines.append(
+            f"| {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {f(ex.get('AUC'))} | {f(ex.get('GAUC'))} | "
+            f"{f(ex.get('logloss'))} | {f(r.get('calibration_error'))} | {f(r.get('fit_rank_s'), 1)} | "
+            f"{f(lat.get('p50_ms@200'), 2)} | {f(lat.get('p50_ms@1000'), 2)} |"
+        )
+    (out / "rank_compare.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ml-100k"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--update", action="store_true", help="keep the other rankers' rows of an earlier run")
+    args = ap.parse_args()
+    ds = load_dataset(args.data)
+    split = leave_last_out(ds)
+    print(ds.describe(), flush=True)
+    results = {"dataset": ds.name, "users": int(len(split)), "rankers": {}}
+    earlier = Path(args.out) / "rank_compare.json"
+    if args.update and earlier.exists():
+        results = json.loads(earlier.read_text())
+    for name in args.models.split(","):
+        cfg = load_config(None)
+        cfg.rank.model = name  # type: ignore[assignment]
+        t = time.perf_counter()
+        ev = evaluate(ds, cfg, progress=False, split=split)
+        wall = time.perf_counter() - t
+        ex, first = example_metrics(ev.funnel, split)
+        rep = ev.result["ranker"]
+        row = {
+            "NDCG@10": ev.result["final"]["NDCG@10"],
+            "HR@10": ev.result["final"]["HR@10"],
+            "ranked": ev.result["ranked"],
+            "examples": ex,
+            "calibration_error": rep.get("model:calibration_error"),
+            "calibration_error_raw": rep.get("model:calibration_error_raw"),
+            "holdout": {k[6:]: v for k, v in rep.items() if k.startswith("model:")},
+            "fit_rank_s": ev.result["timings"].get("fit:rank"),
+            "wall_s": wall,
+            "latency": latency(ev.funnel, first),
+        }
+        results["rankers"][name] = row
+        print(
+            f"{name:14s} NDCG@10 {row['NDCG@10']:.4f} HR@10 {row['HR@10']:.4f} "
+            f"AUC {ex.get('AUC', float('nan')):.4f} GAUC {ex.get('GAUC', float('nan')):.4f} "
+            f"logloss {ex.get('logloss') if ex.get('logloss') is not None else float('nan'):.4f} "
+            f"calib {row['calibration_error'] if row['calibration_error'] is not None else float('nan'):.4f} "
+            f"fit:rank {row['fit_rank_s'] or 0:.1f}s wall {wall:.0f}s latency {row['latency']}",
+            flush=True,
+        )
+        write(results, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""The CTR and multi-task networks, all reading inputs laid out by `FeatureSpecs`.
+
+Every network maps a batch dict (`sparse` n x S ids, `dense` n x D normalised floats, one
+n x K id matrix per sequence feature) to logits of shape (n, heads). Sequence features share
+the embedding table of the sparse feature they name (recent items use the item-id table),
+so attention can compare the candidate with the history in one space.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recfunnel.features.specs import FeatureSpecs
+
+Batch = dict[str, torch.Tensor]
+
+
+def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class FieldEmbeddings(nn.Module):
+    """One vector per field: sparse ids, mean-pooled sequences, and dense values (value x
+    a learned vector, as in FM). Also the first-order (LR) term over the same fields."""
+
+    def __init__(self, specs: FeatureSpecs, dim: int) -> None:
+        super().__init__()
+        self.specs = specs
+        self.dim = dim
+        self.sparse_names = [s.name for s in specs.sparse]
+        vocab = {s.name: s.vocab for s in specs.sparse}
+        self.seq_table: dict[str, str] = {}
+        for s in specs.sequence:
+            if s.table in vocab:
+                self.seq_table[s.name] = s.table
+            else:
+                self.seq_table[s.name] = s.name
+                vocab[s.name] = s.vocab
+        self.tables = nn.ModuleDict({n: nn.Embedding(v, dim) for n, v in vocab.items()})
+        self.weights = nn.ModuleDict({n: nn.Embedding(v, 1) for n, v in vocab.items()})
+        for t in list(self.tables.values()) + list(self.weights.values()):
+            nn.init.normal_(t.weight, std=0.05 if t.embedding_dim > 1 else 0.01)
+        n_dense = len(specs.dense)
+        self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * 0.05)
+        self.dense_linear = nn.Linear(n_dense, 1) if n_dense else None
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.specs.sparse) + len(self.specs.sequence) + len(self.specs.dense)
+
+    @property
+    def deep_width(self) -> int:
+        return (len(self.specs.sparse) + len(self.specs.sequence)) * self.dim + len(self.specs.dense)
+
+    def sparse(self, x: Batch) -> torch.Tensor:
+        """(n, S, d) embeddings of the sparse fields."""
+        if not self.sparse_names:
+            return x["dense"].new_zeros((len(x["dense"]), 0, self.dim))
+        return torch.stack([self.tables[n](x["sparse"][:, j]) for j, n in enumerate(self.sparse_names)], dim=1)
+
+    def sequence(self, x: Batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, K, d) embeddings of a sequence and its (n, K) mask of real (non-pad) steps."""
+        ids = x[name]
+        return self.tables[self.seq_table[name]](ids), (ids > 0).float()
+
+    def candidate(self, x: Batch, name: str) -> torch.Tensor:
+        """(n, d) embedding of the candidate's value of the sparse field a sequence shares."""
+        table = self.seq_table[name]
+        j = self.sparse_names.index(table)
+        return self.tables[table](x["sparse"][:, j])
+
+    def pooled(self, x: Batch) -> torch.Tensor:
+        """(n, nseq, d) masked mean of each sequence."""
+        out = []
+        for s in self.specs.sequence:
+            e, m = self.sequence(x, s.name)
+            out.append((e * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0))
+        if not out:
+            return x["dense"].new_zeros((len(x["dense"]), 0, self.dim))
+        return torch.stack(out, dim=1)
+
+    def fields(self, x: Batch) -> torch.Tensor:
+        """(n, F, d): sparse, pooled sequence and dense fields."""
+        dense = x["dense"].unsqueeze(-1) * self.dense_vectors.unsqueeze(0)
+        return torch.cat([self.sparse(x), self.pooled(x), dense], dim=1)
+
+    def deep_input(self, x: Batch, sequence: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat input of the MLPs: sparse embeddings, sequences (pooled unless given), dense."""
+        seq = self.pooled(x).flatten(1) if sequence is None else sequence
+        return torch.cat([self.sparse(x).flatten(1), seq, x["dense"]], dim=1)
+
+    def first_order(self, x: Batch) -> torch.Tensor:
+        """(n,) logistic-regression term: a weight per id, per pooled sequence id, per dense value."""
+        out = self.bias.expand(len(x["dense"])).clone()
+        for j, n in enumerate(self.sparse_names):
+            out = out + self.weights[n](x["sparse"][:, j]).squeeze(-1)
+        for s in self.specs.sequence:
+            ids = x[s.name]
+            w = self.weights[self.seq_table[s.name]](ids).squeeze(-1)
+            m = (ids > 0).float()
+            out = out + (w * m).sum(1) / m.sum(1).clamp(min=1.0)
+        if self.dense_linear is not None:
+            out = out + self.dense_linear(x["dense"]).squeeze(-1)
+        return out
+
+
+def fm_interaction(fields: torch.Tensor) -> torch.Tensor:
+    """(n,) second-order FM term: sum over field pairs of <v_i, v_j>."""
+    s = fields.sum(1)
+    return 0.5 * (s * s - (fields * fields).sum(1)).sum(1)
+
+
+class Net(nn.Module):
+    heads = 1
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001 - a NeuralRankerConfig
+        super().__init__()
+        self.emb = FieldEmbeddings(specs, config.embed_dim)
+        self.aux_loss: torch.Tensor | None = None
+
+
+class LRNet(Net):
+    def forward(self, x: Batch) -> torch.Tensor:
+        return self.emb.first_order(x).unsqueeze(1)
+
+
+class FMNet(Net):
+    def forward(self, x: Batch) -> torch.Tensor:
+        return (self.emb.first_order(x) + fm_interaction(self.emb.fields(x))).unsqueeze(1)
+
+
+class WideDeepNet(Net):
+    """Wide: the first-order term over ids (memorisation); deep: an MLP over embeddings."""
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
+        self.deep = mlp([self.emb.deep_width, *config.hidden, 1], config.dropout, last_activation=False)
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        return (self.emb.first_order(x) + self.deep(self.emb.deep_input(x)).squeeze(-1)).unsqueeze(1)
+
+
+class DeepFMNet(WideDeepNet):
+    """FM and a deep MLP over the same field embeddings."""
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        fm = self.emb.first_order(x) + fm_interaction(self.emb.fields(x))
+        return (fm + self.deep(self.emb.deep_input(x)).squeeze(-1)).unsqueeze(1)
+
+
+class ActivationUnit(nn.Module):
+    """DIN's local activation: a weight per history step from [h, c, h - c, h * c]."""
+
+    def __init__(self, width: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.net = mlp([4 * width, *hidden, 1], last_activation=False)
+
+    def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        c = cand.unsqueeze(1).expand_as(hist)
+        return self.net(torch.cat([hist, c, hist - c, hist * c], dim=-1)).squeeze(-1)
+
+
+def _history(emb: FieldEmbeddings, x: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """History steps and the candidate in one space: every sequence's embedding concatenated
+    (n, K, nseq*d), its mask (n, K) and the candidate's matching vector (n, nseq*d)."""
+    seqs, cands, mask = [], [], None
+    for s in emb.specs.sequence:
+        e, m = emb.sequence(x, s.name)
+        seqs.append(e)
+        cands.append(emb.candidate(x, s.name))
+        mask = m if mask is None else torch.maximum(mask, m)
+    return torch.cat(seqs, -1), mask, torch.cat(cands, -1)
+
+
+class DINNet(Net):
+    """Deep Interest Network: the candidate attends over the behaviour sequence (weights
+    are not normalised, as in the paper, so the interest's size says how relevant it is)."""
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
+        width = len(specs.sequence) * config.embed_dim
+        self.attention = ActivationUnit(width, config.attention_hidden)
+        deep_in = len(specs.sparse) * config.embed_dim + width + len(specs.dense)
+        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        hist, mask, cand = _history(self.emb, x)
+        w = self.attention(hist, cand) * mask
+        interest = (w.unsqueeze(-1) * hist).sum(1)
+        return self.deep(self.emb.deep_input(x, interest)).squeeze(-1).unsqueeze(1) + self.emb.bias
+
+
+class AUGRUCell(nn.Module):
+    """GRU cell whose update gate is scaled by an attention score (DIEN's AUGRU)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.x2h = nn.Linear(width, 3 * width)
+        self.h2h = nn.Linear(width, 3 * width)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        xr, xu, xn = self.x2h(x).chunk(3, -1)
+        hr, hu, hn = self.h2h(h).chunk(3, -1)
+        r = torch.sigmoid(xr + hr)
+        u = torch.sigmoid(xu + hu) * att.unsqueeze(-1)
+        n = torch.tanh(xn + r * hn)
+        return (1 - u) * h + u * n
+
+
+class DIENNet(Net):
+    """Deep Interest Evolution Network: a GRU extracts interest states from the history
+    (trained with the auxiliary next-behaviour loss), an AUGRU evolves them under the
+    candidate's attention, and the final state joins the MLP input."""
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
+        width = len(specs.sequence) * config.embed_dim
+        self.extract = nn.GRUCell(width, width)
+        self.attention = ActivationUnit(width, config.attention_hidden)
+        self.evolve = AUGRUCell(width)
+        deep_in = len(specs.sparse) * config.embed_dim + width + len(specs.dense)
+        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        hist, mask, cand = _history(self.emb, x)
+        hist, mask = hist.flip(1), mask.flip(1)  # oldest first (pads lead and are skipped)
+        n, k, w = hist.shape
+        h = hist.new_zeros((n, w))
+        states = []
+        for t in range(k):
+            m = mask[:, t : t + 1]
+            h = m * self.extract(hist[:, t], h) + (1 - m) * h
+            states.append(h)
+        s = torch.stack(states, 1)
+        if self.training and k > 1:
+            pos = hist[:, 1:]
+            neg = hist[torch.randperm(n, device=hist.device), 1:]
+            both = mask[:, 1:] * mask[:, :-1]
+            lp = (s[:, :-1] * pos).sum(-1)
+            ln = (s[:, :-1] * neg).sum(-1)
+            loss = nn.functional.softplus(-lp) + nn.functional.softplus(ln)
+            self.aux_loss = (loss * both).sum() / both.sum().clamp(min=1.0)
+        logits = self.attention(s, cand).masked_fill(mask == 0, -1e9)
+        att = torch.softmax(logits, dim=1) * mask
+        h = hist.new_zeros((n, w))
+        for t in range(k):
+            h = self.evolve(s[:, t], h, att[:, t])
+        return self.deep(self.emb.deep_input(x, h)).squeeze(-1).unsqueeze(1) + self.emb.bias
+
+
+class SharedBottomNet(Net):
+    """Multi-task: one shared MLP, a small tower per task (interact, like)."""
+
+    heads = 2
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
+        self.bottom = mlp([self.emb.deep_width, *config.hidden], config.dropout)
+        self.towers = nn.ModuleList(
+            [mlp([config.hidden[-1], config.tower_hidden, 1], last_activation=False) for _ in range(self.heads)]
+        )
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        z = self.bottom(self.emb.deep_input(x))
+        return torch.cat([t(z) for t in self.towers], dim=1)
+
+
+class MMoENet(Net):
+    """Multi-gate mixture of experts: experts shared, one softmax gate and tower per task."""
+
+    heads = 2
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
+        d = self.emb.deep_width
+        self.experts = nn.ModuleList([mlp([d, *config.hidden], config.dropout) for _ in range(config.n_experts)])
+        self.gates = nn.ModuleList([nn.Linear(d, config.n_experts) for _ in range(self.heads)])
+        self.towers = nn.ModuleList(
+            [mlp([config.hidden[-1], config.tower_hidden, 1], last_activation=False) for _ in range(self.heads)]
+        )
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        z = self.emb.deep_input(x)
+        experts = torch.stack([e(z) for e in self.experts], dim=1)  # n, E, h
+        out = []
+        for gate, tower in zip(self.gates, self.towers):
+            g = torch.softmax(gate(z), dim=-1).unsqueeze(-1)
+            out.append(tower((g * experts).sum(1)))
+        return torch.cat(out, dim=1)
