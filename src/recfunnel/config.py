@@ -27,7 +27,9 @@ from recfunnel.rank.neural import (
     SharedBottomConfig,
     WideDeepConfig,
 )
+from recfunnel.recall.content import ContentConfig
 from recfunnel.recall.cooccurrence import CooccurrenceConfig
+from recfunnel.recall.eges import EGESConfig
 from recfunnel.recall.graph_embedding import DeepWalkConfig, Node2VecConfig
 from recfunnel.recall.item2vec import Item2VecConfig
 from recfunnel.recall.sequential import GRU4RecConfig, SASRecConfig
@@ -53,6 +55,8 @@ class RecallConfig(_Strict):
     node2vec: Node2VecConfig = Node2VecConfig(enabled=False, quota=200)
     sasrec: SASRecConfig = SASRecConfig(enabled=False, quota=200)
     gru4rec: GRU4RecConfig = GRU4RecConfig(enabled=False, quota=200)
+    eges: EGESConfig = EGESConfig(enabled=False, quota=200)
+    content: ContentConfig = ContentConfig(enabled=False, quota=200)
 
     def enabled(self) -> dict[str, object]:
         return {name: cfg for name, cfg in self if getattr(cfg, "enabled", False)}

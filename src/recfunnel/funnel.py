@@ -26,7 +26,9 @@ from recfunnel.rank.base import Ranker
 from recfunnel.rank.lightgbm_ranker import LightGBMRanker
 from recfunnel.rank.neural import NEURAL_RANKERS
 from recfunnel.recall.base import Source
+from recfunnel.recall.content import ContentSource
 from recfunnel.recall.cooccurrence import CooccurrenceSource
+from recfunnel.recall.eges import EGESSource
 from recfunnel.recall.graph_embedding import DeepWalkSource, Node2VecSource
 from recfunnel.recall.item2vec import Item2VecSource
 from recfunnel.recall.sequential import GRU4RecSource, SASRecSource
@@ -41,7 +43,8 @@ SOURCES: dict[str, type[Source]] = {
     s.name: s
     for s in (
         PopularSource, HotSource, CategoryHotSource, ItemCFSource, UserCFSource, CooccurrenceSource,
-        Item2VecSource, DeepWalkSource, Node2VecSource, SASRecSource, GRU4RecSource,
+        Item2VecSource, DeepWalkSource, Node2VecSource, SASRecSource, GRU4RecSource, EGESSource,
+        ContentSource,
     )
 }
 RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker, **NEURAL_RANKERS}

@@ -69,13 +69,17 @@ class EGESConfig(EmbeddingConfig):
     id_prior: float = Field(
         2.0, description="initial attention logit of the id over the side fields (learned from there on)"
     )
+    tied: bool = Field(
+        True, description="contexts and negatives use the same attention vectors as centres (one space; else word2vec's separate output table)"
+    )
+    min_steps: int = Field(200, ge=1, description="updates per epoch at least (smaller batches on small corpora)")
     side_fields: list[Literal["category", "created", "price"]] = Field(
         ["category", "created", "price"], description="side information used where the catalog has it"
     )
     time_buckets: int = Field(10, ge=1, description="quantile buckets of the items' `created` time")
     price_buckets: int = Field(10, ge=1, description="quantile buckets of the items' price")
     train: TrainConfig = TrainConfig(
-        epochs=20, batch_size=2048, learning_rate=2e-3, eval_every=1, patience=2, eval_users=2000
+        epochs=20, batch_size=4096, learning_rate=1e-2, eval_every=1, patience=2, eval_users=2000
     )
 
 
@@ -168,7 +172,7 @@ class EGESNet(nn.Module):
             nn.init.normal_(emb.weight, std=0.1)
             with torch.no_grad():
                 emb.weight[0].zero_()
-        nn.init.zeros_(self.context.weight)
+        nn.init.normal_(self.context.weight, std=0.1)
 
     def field_vectors(self, codes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F, dim) mean embedding per field and (B, F) whether the item has that field."""
@@ -264,7 +268,8 @@ class EGESSource(EmbeddingSource):
         )
         codes = self._codes()
         ctr, ctx = torch.from_numpy(centre), torch.from_numpy(context)
-        bs = c.train.batch_size
+        # A small corpus gets smaller batches: every epoch makes at least `min_steps` updates.
+        bs = int(min(c.train.batch_size, max(64, len(ctr) // c.min_steps)))
 
         def epoch_steps(rng: np.random.Generator) -> list:
             order = torch.from_numpy(rng.permutation(len(ctr)))
@@ -275,17 +280,26 @@ class EGESSource(EmbeddingSource):
 
         def step_loss(m: EGESNet, idx: torch.Tensor) -> torch.Tensor:
             a, b = ctr[idx], ctx[idx]
-            # Each distinct centre's vector is built once (batches repeat popular items).
             hide = (torch.rand(len(a)) < c.id_dropout) & has_side[a]
-            key = a * 2 + hide.long()
-            uniq, inv = torch.unique(key, return_inverse=True)
-            items = uniq // 2
-            h = m.item_vectors(items, [x[items] for x in codes], (uniq % 2).bool())[inv]
-            # One pool of negatives shared by the batch: a dense product instead of B x K gathers.
             neg = torch.multinomial(noise, pool, replacement=True)
-            table = m.context.weight
-            pos = (h * table[b]).sum(-1)
-            negs = h @ table[neg].T
+            if c.tied:
+                # One vector space: centre, context and negatives are all attention sums, so
+                # an item's side-only vector is trained against the same vectors it is served with.
+                keys = torch.cat([a * 2 + hide.long(), b * 2, neg * 2])
+            else:
+                keys = a * 2 + hide.long()
+            # Each distinct (item, id hidden) vector is built once: batches repeat popular items.
+            uniq, inv = torch.unique(keys, return_inverse=True)
+            items = uniq // 2
+            h_all = m.item_vectors(items, [x[items] for x in codes], (uniq % 2).bool())
+            h = h_all[inv[: len(a)]]
+            if c.tied:
+                pos_v, neg_v = h_all[inv[len(a) : 2 * len(a)]], h_all[inv[2 * len(a) :]]
+            else:
+                pos_v, neg_v = m.context.weight[b], m.context.weight[neg]
+            # One pool of negatives shared by the batch: a dense product instead of B x K gathers.
+            pos = (h * pos_v).sum(-1)
+            negs = h @ neg_v.T
             negs = negs.masked_fill(neg.unsqueeze(0) == b.unsqueeze(1), float("-inf"))  # accidental hits
             return -(nn.functional.logsigmoid(pos) + scale * nn.functional.logsigmoid(-negs).sum(-1)).mean()
 
