@@ -72,6 +72,11 @@ class EGESConfig(EmbeddingConfig):
     tied: bool = Field(
         True, description="contexts and negatives use the same attention vectors as centres (one space; else word2vec's separate output table)"
     )
+    side_stop_gradient: bool = Field(
+        False,
+        description="pairs whose centre hides its id do not move the contexts' vectors "
+        "(cold vectors spread more, warm quality drops: off by default)",
+    )
     min_steps: int = Field(200, ge=1, description="updates per epoch at least (smaller batches on small corpora)")
     side_fields: list[Literal["category", "created", "price"]] = Field(
         ["category", "created", "price"], description="side information used where the catalog has it"
@@ -297,9 +302,17 @@ class EGESSource(EmbeddingSource):
                 pos_v, neg_v = h_all[inv[len(a) : 2 * len(a)]], h_all[inv[2 * len(a) :]]
             else:
                 pos_v, neg_v = m.context.weight[b], m.context.weight[neg]
-            # One pool of negatives shared by the batch: a dense product instead of B x K gathers.
+            if c.tied and c.id_dropout > 0 and c.side_stop_gradient:
+                # A centre without its id learns to point where its contexts are, and only that:
+                # its gradient must not move the (shared) side embeddings of the contexts, which
+                # would pull all side vectors toward one common direction.
+                pos_v = torch.where(hide.unsqueeze(1), pos_v.detach(), pos_v)
+                negs = torch.empty(len(a), pool)
+                negs[hide] = h[hide] @ neg_v.detach().T
+                negs[~hide] = h[~hide] @ neg_v.T
+            else:
+                negs = h @ neg_v.T  # one pool of negatives shared by the batch: a dense product
             pos = (h * pos_v).sum(-1)
-            negs = h @ neg_v.T
             negs = negs.masked_fill(neg.unsqueeze(0) == b.unsqueeze(1), float("-inf"))  # accidental hits
             return -(nn.functional.logsigmoid(pos) + scale * nn.functional.logsigmoid(-negs).sum(-1)).mean()
 
