@@ -77,6 +77,18 @@ class EGESConfig(EmbeddingConfig):
         description="pairs whose centre hides its id do not move the contexts' vectors "
         "(cold vectors spread more, warm quality drops: off by default)",
     )
+    cold_map: bool = Field(
+        True, description="map side-only vectors into the trained space by a ridge regression fitted on trained items"
+    )
+    cold_map_ridge: float = Field(1.0, ge=0, description="ridge penalty of that map")
+    cold_norm_quantile: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="scale side-only (cold) vectors to this quantile of the trained vectors' lengths "
+        "(length acts as popularity under inner product; None keeps their own length, which puts new "
+        "items in far more lists than their share)",
+    )
     min_steps: int = Field(200, ge=1, description="updates per epoch at least (smaller batches on small corpora)")
     side_fields: list[Literal["category", "created", "price"]] = Field(
         ["category", "created", "price"], description="side information used where the catalog has it"
@@ -155,6 +167,11 @@ class SideInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {"fields": self.names, "vocab": self.vocab, "edges": self.edges}
+
+
+def _rescale(v: np.ndarray, norm: float) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.divide(v * norm, n, out=np.zeros_like(v), where=n > 0)
 
 
 def _bucket(values: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -250,13 +267,36 @@ class EGESSource(EmbeddingSource):
         return [torch.from_numpy(self.side.codes[f]) for f in self.side.names]
 
     def _vectors(self, net: EGESNet, trained: np.ndarray) -> np.ndarray:
-        """Trained items: attention over all fields; the rest: the mean of their side fields."""
+        """Trained items: attention over all fields; the rest: the mean of their side fields,
+        rescaled to a quantile of the trained vectors' lengths (`cold_norm_quantile`)."""
         codes = self._codes()
         items = torch.arange(len(trained))
         with torch.no_grad():
             warm = net.item_vectors(items, codes).numpy()
             cold = net.side_mean(codes).numpy()
+        c = self.config
+        if c.cold_map and trained.sum() > c.dim:
+            # Ridge map from side-only averages to trained vectors, fitted on the trained items:
+            # it removes what all side averages share and puts new items in the trained space.
+            s_w, h_w = cold[trained].astype(np.float64), warm[trained].astype(np.float64)
+            s_w1 = np.hstack([s_w, np.ones((len(s_w), 1))])
+            reg = c.cold_map_ridge * np.eye(s_w1.shape[1])
+            self._cold_map = np.linalg.solve(s_w1.T @ s_w1 + reg, s_w1.T @ h_w).astype(np.float32)
+        else:
+            self._cold_map = np.zeros((0, 0), dtype=np.float32)
+        cold = self._map_cold(cold)
+        q = c.cold_norm_quantile
+        self._cold_norm = float(np.quantile(np.linalg.norm(warm[trained], axis=1), q)) if trained.any() and q is not None else 1.0
+        if q is not None:
+            cold = _rescale(cold, self._cold_norm)
         return np.where(trained[:, None], warm, cold).astype(np.float32)
+
+    def _map_cold(self, v: np.ndarray) -> np.ndarray:
+        if self._cold_map.size == 0:
+            return v
+        has = np.linalg.norm(v, axis=-1, keepdims=True) > 0
+        mapped = np.concatenate([v, np.ones((*v.shape[:-1], 1), dtype=v.dtype)], axis=-1) @ self._cold_map
+        return np.where(has, mapped, 0.0).astype(np.float32)
 
     def _train(self, net: EGESNet, ds: Dataset, desc: str, validate=None, fixed_epochs=None):  # noqa: ANN001, ANN202
         c = self.config
@@ -347,17 +387,22 @@ class EGESSource(EmbeddingSource):
         parts = [torch.zeros((1, 1), dtype=torch.int64)]  # no id
         parts += [torch.from_numpy(codes[f])[None, :] for f in self.side.names[1:]]
         with torch.no_grad():
-            v = self.net.side_mean(parts).numpy()[0].astype(np.float32)
+            v = self._map_cold(self.net.side_mean(parts).numpy()[0].astype(np.float32))
+        if self.config.cold_norm_quantile is not None:
+            v = _rescale(v, self._cold_norm)
         if self.config.normalize and np.linalg.norm(v) > 0:
             v = v / np.linalg.norm(v)
         return v
 
     # ---- persistence: weights in safetensors, side-information vocabulary in JSON ------------
     def state(self) -> dict[str, Any]:
-        return {**super().state(), **{f"side_{f}": self.side.codes[f] for f in self.side.names}}
+        side = {f"side_{f}": self.side.codes[f] for f in self.side.names}
+        return {**super().state(), **side, "cold_norm": np.array(self._cold_norm), "cold_map": self._cold_map}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
+        self._cold_norm = float(state["cold_norm"])
+        self._cold_map = state["cold_map"]
         self._side_codes = {k[len("side_") :]: v for k, v in state.items() if k.startswith("side_")}
 
     def save(self, directory: str | Path) -> None:
