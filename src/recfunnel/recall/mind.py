@@ -58,7 +58,8 @@ class MINDNet(nn.Module):
         self.fields = FieldEmbeddings(user_sizes, c.feature_dim)
         self.drop = nn.Dropout(c.dropout)
         self.mlp = mlp([d + self.fields.out_dim, *c.hidden, d], c.dropout)
-        nn.init.normal_(self.item.weight, std=0.05)
+        # unit-scale embeddings: squash is quadratic (gradients vanish) for capsules of small norm
+        nn.init.normal_(self.item.weight, std=d**-0.5)
 
     def interests(self, hist: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, d) interest vectors and (B, K) which of them the user has."""
@@ -90,7 +91,7 @@ class MINDSource(NeuralRecallSource):
     name = "mind"
     Config = MINDConfig
 
-    def _new_net(self) -> nn.Module:
+    def _build_net(self) -> nn.Module:
         return MINDNet(self.n_items, self.features.sizes, self.config)
 
     def _loss(self, net: nn.Module, b: Batch) -> torch.Tensor:
@@ -98,8 +99,8 @@ class MINDSource(NeuralRecallSource):
         caps, valid = net.interests(b["hist"], b["codes"])
         pos_id = b["target"]
         pos = net.item_vector(pos_id)
-        att = (caps * pos.unsqueeze(1)).sum(-1).masked_fill(~valid, float("-inf"))
-        weights = torch.softmax(c.attention_power * att, dim=1)
+        att = c.attention_power * (caps * pos.unsqueeze(1)).sum(-1)
+        weights = torch.softmax(att.masked_fill(~valid, float("-inf")), dim=1)
         user = (weights.unsqueeze(-1) * caps).sum(1)
         neg_id, neg_logq, pos_logq = self._sample_negatives(pos_id)
         return sampled_softmax(user, pos, pos_id, net.item_vector(neg_id), neg_id, pos_logq, neg_logq, c.temperature)

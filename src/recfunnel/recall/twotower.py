@@ -75,7 +75,7 @@ def sampled_softmax(
 class NeuralRecallSource(EmbeddingSource):
     """Base of the neural two-tower channels: data, training, serving, persistence.
 
-    A subclass gives the network (`_new_net`), the loss of one batch (`_loss`) and, if it
+    A subclass gives the network (`_build_net`), the loss of one batch (`_loss`) and, if it
     feeds more than history and user attributes, extra per-example inputs.
     """
 
@@ -83,7 +83,11 @@ class NeuralRecallSource(EmbeddingSource):
 
     # ---- the model ------------------------------------------------------------------
     @abstractmethod
-    def _new_net(self) -> nn.Module: ...
+    def _build_net(self) -> nn.Module: ...
+
+    def _new_net(self) -> nn.Module:
+        torch.manual_seed(self.config.seed)  # the initial weights are part of the seeded run
+        return self._build_net()
 
     @abstractmethod
     def _loss(self, net: nn.Module, b: Batch) -> torch.Tensor: ...
@@ -232,7 +236,8 @@ class DSSMNet(nn.Module):
         super().__init__()
         d = c.dim
         self.item = nn.Embedding(n_items + 1, d, padding_idx=PAD)
-        self.history = self.item if c.share_embeddings else nn.Embedding(n_items + 1, d, padding_idx=PAD)
+        # shared: the user tower pools the item tower's own table (one tensor in the state dict)
+        self.history = None if c.share_embeddings else nn.Embedding(n_items + 1, d, padding_idx=PAD)
         self.use_categories = c.item_categories
         self.category = nn.Embedding(meta["n_categories"] + 1, d, padding_idx=0)
         self.register_buffer("item_categories", torch.zeros((n_items + 1, meta["category_width"]), dtype=torch.long))
@@ -241,10 +246,11 @@ class DSSMNet(nn.Module):
         self.user_mlp = mlp([d + self.fields.out_dim, *c.hidden, d], c.dropout)
         self.item_mlp = mlp([2 * d if c.item_categories else d, *c.hidden, d], c.dropout)
         for e in (self.item, self.history, self.category):
-            nn.init.normal_(e.weight, std=0.05)
+            if e is not None:
+                nn.init.normal_(e.weight, std=0.05)
 
     def user_vector(self, hist: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        pooled = masked_mean(self.history(hist), hist != PAD)
+        pooled = masked_mean((self.history or self.item)(hist), hist != PAD)
         return F.normalize(self.user_mlp(torch.cat([self.drop(pooled), self.fields(codes)], dim=1)), dim=-1)
 
     def item_vector(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -263,7 +269,7 @@ class DSSMSource(NeuralRecallSource):
         self._categories = item_category_tokens(ds)
         return {"n_categories": len(ds.category_ids), "category_width": int(self._categories.shape[1])}
 
-    def _new_net(self) -> nn.Module:
+    def _build_net(self) -> nn.Module:
         net = DSSMNet(self.n_items, self.features.sizes, self.meta, self.config)
         if hasattr(self, "_categories"):
             net.item_categories.copy_(torch.from_numpy(self._categories))
@@ -334,7 +340,7 @@ class YouTubeDNNSource(NeuralRecallSource):
     name = "youtubednn"
     Config = YouTubeDNNConfig
 
-    def _new_net(self) -> nn.Module:
+    def _build_net(self) -> nn.Module:
         return YouTubeDNNNet(self.n_items, self.features.sizes, self.config)
 
     def _extras(self, ds: Dataset, positions: np.ndarray) -> dict[str, np.ndarray]:
