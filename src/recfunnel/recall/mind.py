@@ -9,18 +9,20 @@ joined with the user's attributes, passes through an MLP into item space.
 
 Training scores the target with label-aware attention: the user vector is the capsules
 weighted by softmax(p * <capsule, target>) (softmax to the power p: p = 0 averages, large p
-picks the closest capsule). Serving asks the index once per capsule; each capsule fills its
-share of the quota, the lists merge (duplicates keep their best score), best score first.
+picks the closest capsule). On the ML-100K validation step p = 0 (train on the mean of the
+interests) beat p = 1 and p = 2 clearly (NDCG@10 0.076 vs 0.064 and 0.065 with 4 interests),
+and 2 interests beat 4: with raw inner products the attention turns into a hard argmax
+early, so the other interests get little gradient. Serving asks the index once per capsule;
+each capsule fills its share of the quota, the lists merge (duplicates keep their best
+score), best score first.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -35,10 +37,13 @@ from recfunnel.recall.twotower import Batch, NeuralRecallConfig, NeuralRecallSou
 class MINDConfig(NeuralRecallConfig):
     """mind: multi-interest capsules from dynamic routing; each interest retrieves its share."""
 
-    interests: int = Field(4, ge=1, description="most interest capsules per user")
+    max_len: int = Field(5, ge=1, description="most recent history items routed into interests")
+    interests: int = Field(2, ge=1, description="most interest capsules per user")
     dynamic_interests: bool = Field(True, description="fewer capsules for short histories: min(interests, ceil(log2 n))")
     routing_iterations: int = Field(3, ge=1, description="dynamic routing rounds")
-    attention_power: float = Field(2.0, ge=0, description="label-aware attention sharpness p in training")
+    attention_power: float = Field(
+        0.0, ge=0, description="label-aware attention sharpness p in training (0 = mean of the interests)"
+    )
 
 
 def squash(z: torch.Tensor) -> torch.Tensor:

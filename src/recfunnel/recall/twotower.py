@@ -227,6 +227,7 @@ class DSSMConfig(NeuralRecallConfig):
     n_random_negatives: int = Field(
         0, ge=0, description="uniform random negatives mixed into the in-batch ones (mixed negative sampling)"
     )
+    max_len: int = Field(3, ge=1, description="most recent history items the user tower mean-pools")
     share_embeddings: bool = Field(True, description="the user tower pools the item tower's id embeddings")
     item_categories: bool = Field(True, description="the item tower pools the item's category embeddings")
 
@@ -296,6 +297,7 @@ class DSSMSource(NeuralRecallSource):
 class YouTubeDNNConfig(NeuralRecallConfig):
     """youtubednn: pooled watch history + attributes + example age -> MLP; sampled softmax (Covington et al. 2016)."""
 
+    max_len: int = Field(5, ge=1, description="most recent history items the user tower mean-pools")
     example_age: bool = Field(True, description="feed the example's age before the end of the training data (0 at serving)")
 
 
