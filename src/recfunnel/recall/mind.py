@@ -31,10 +31,10 @@ from recfunnel.nn.features import FieldEmbeddings, mlp
 from recfunnel.nn.sequences import PAD
 from recfunnel.query import QueryBatch
 from recfunnel.recall.embedding import CHUNK
-from recfunnel.recall.twotower import Batch, NeuralRecallConfig, NeuralRecallSource, sampled_softmax
+from recfunnel.recall.twotower import Batch, NeuralRecallSource, SampledSoftmaxConfig, sampled_softmax
 
 
-class MINDConfig(NeuralRecallConfig):
+class MINDConfig(SampledSoftmaxConfig):
     """mind: multi-interest capsules from dynamic routing; each interest retrieves its share."""
 
     max_len: int = Field(5, ge=1, description="most recent history items routed into interests")

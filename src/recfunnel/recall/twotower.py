@@ -45,12 +45,15 @@ class NeuralRecallConfig(EmbeddingConfig):
     feature_dim: int = Field(8, ge=1, description="embedding size of each user attribute field")
     user_features: bool = Field(True, description="feed the data set's user attributes (if any) to the user tower")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on pooled history and hidden layers")
-    n_negatives: int = Field(512, ge=1, description="sampled-softmax negatives per batch")
-    sampling_power: float = Field(0.75, ge=0, le=1, description="negatives drawn ~ count**power (0 = uniform)")
     logq_weight: float = Field(1.0, ge=0, le=1, description="strength of the log-Q correction (0 = none)")
     temperature: float = Field(1.0, gt=0, description="logits are scores / temperature")
     max_examples_per_user: int = Field(0, ge=0, description="latest next-item examples per user (0 = all)")
     train: TrainConfig = TrainConfig(learning_rate=2e-3, batch_size=512, eval_every=1, patience=3)
+
+
+class SampledSoftmaxConfig(NeuralRecallConfig):
+    n_negatives: int = Field(512, ge=1, description="sampled-softmax negatives per batch")
+    sampling_power: float = Field(0.75, ge=0, le=1, description="negatives drawn ~ count**power (0 = uniform)")
 
 
 def sampled_softmax(
@@ -132,7 +135,8 @@ class NeuralRecallSource(EmbeddingSource):
         }
         counts = np.bincount(targets, minlength=ds.n_items + 1).astype(np.float64)
         self._target_share = torch.from_numpy(counts / max(counts.sum(), 1.0)).float()
-        weights = counts[1:] ** c.sampling_power if c.sampling_power > 0 else np.ones(ds.n_items)
+        power = getattr(c, "sampling_power", 0.0)
+        weights = counts[1:] ** power if power > 0 else np.ones(ds.n_items)
         self._sampling = torch.from_numpy(np.concatenate([[0.0], weights / weights.sum()])).float()
         bs = c.train.batch_size
 
@@ -294,7 +298,7 @@ class DSSMSource(NeuralRecallSource):
 
 
 # ---- YouTubeDNN -----------------------------------------------------------------------------
-class YouTubeDNNConfig(NeuralRecallConfig):
+class YouTubeDNNConfig(SampledSoftmaxConfig):
     """youtubednn: pooled watch history + attributes + example age -> MLP; sampled softmax (Covington et al. 2016)."""
 
     max_len: int = Field(5, ge=1, description="most recent history items the user tower mean-pools")
