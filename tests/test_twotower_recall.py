@@ -27,7 +27,9 @@ SMALL = dict(dim=32, hidden=[64], train=TRAIN)
 MODELS = {
     "dssm": (DSSMSource, DSSMConfig(max_len=1, **SMALL)),
     "youtubednn": (YouTubeDNNSource, YouTubeDNNConfig(max_len=1, n_negatives=128, **SMALL)),
-    "mind": (MINDSource, MINDConfig(max_len=10, interests=3, attention_power=0.0, n_negatives=128, **SMALL)),
+    # more patience: with few users the validation curve of the routing model is bumpy
+    "mind": (MINDSource, MINDConfig(max_len=10, interests=3, attention_power=0.0, n_negatives=128, dim=32, hidden=[64],
+                                    train=TRAIN.model_copy(update={"patience": 4}))),
 }
 FLOOR = {"dssm": 1.8, "youtubednn": 1.6, "mind": 1.3}  # x popularity's HR@10
 TASTES = SyntheticConfig(n_users=400, n_items=600, seed=7, p_follow_sequence=0.0, taste_concentration=0.95)
