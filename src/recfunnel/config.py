@@ -32,7 +32,9 @@ from recfunnel.recall.cooccurrence import CooccurrenceConfig
 from recfunnel.recall.eges import EGESConfig
 from recfunnel.recall.graph_embedding import DeepWalkConfig, Node2VecConfig
 from recfunnel.recall.item2vec import Item2VecConfig
+from recfunnel.recall.mind import MINDConfig
 from recfunnel.recall.sequential import GRU4RecConfig, SASRecConfig
+from recfunnel.recall.twotower import DSSMConfig, YouTubeDNNConfig
 from recfunnel.recall.itemcf import ItemCFConfig
 from recfunnel.recall.popular import CategoryHotConfig, HotConfig, PopularConfig
 from recfunnel.recall.usercf import UserCFConfig
@@ -57,6 +59,9 @@ class RecallConfig(_Strict):
     gru4rec: GRU4RecConfig = GRU4RecConfig(enabled=False, quota=200)
     eges: EGESConfig = EGESConfig(enabled=False, quota=200)
     content: ContentConfig = ContentConfig(enabled=False, quota=200)
+    dssm: DSSMConfig = DSSMConfig(enabled=False, quota=200)
+    youtubednn: YouTubeDNNConfig = YouTubeDNNConfig(enabled=False, quota=200)
+    mind: MINDConfig = MINDConfig(enabled=False, quota=200)
 
     def enabled(self) -> dict[str, object]:
         return {name: cfg for name, cfg in self if getattr(cfg, "enabled", False)}

@@ -31,7 +31,9 @@ from recfunnel.recall.cooccurrence import CooccurrenceSource
 from recfunnel.recall.eges import EGESSource
 from recfunnel.recall.graph_embedding import DeepWalkSource, Node2VecSource
 from recfunnel.recall.item2vec import Item2VecSource
+from recfunnel.recall.mind import MINDSource
 from recfunnel.recall.sequential import GRU4RecSource, SASRecSource
+from recfunnel.recall.twotower import DSSMSource, YouTubeDNNSource
 from recfunnel.recall.itemcf import ItemCFSource
 from recfunnel.recall.merge import channel_feature_names, merge
 from recfunnel.recall.popular import CategoryHotSource, HotSource, PopularSource
@@ -44,7 +46,7 @@ SOURCES: dict[str, type[Source]] = {
     for s in (
         PopularSource, HotSource, CategoryHotSource, ItemCFSource, UserCFSource, CooccurrenceSource,
         Item2VecSource, DeepWalkSource, Node2VecSource, SASRecSource, GRU4RecSource, EGESSource,
-        ContentSource,
+        ContentSource, DSSMSource, YouTubeDNNSource, MINDSource,
     )
 }
 RANKERS: dict[str, type[Ranker]] = {LightGBMRanker.name: LightGBMRanker, **NEURAL_RANKERS}

@@ -41,3 +41,25 @@ def query_windows(batch: QueryBatch, rows: slice, max_len: int, n_items: int) ->
         if len(hist):
             out[r, max_len - len(hist) :] = hist
     return out
+
+
+def prefix_examples(ds: Dataset, max_per_user: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(users, positions) of every next-item example: the event at row `positions[j]` of
+    ds.events is the target, the user's earlier events the history. A user's first event
+    has no history and is skipped; `max_per_user` > 0 keeps only each user's latest ones."""
+    ptr = ds.user_indptr
+    rows = np.arange(ds.n_events, dtype=np.int64)
+    users = ds.user.astype(np.int64)
+    keep = rows > ptr[users]
+    if max_per_user > 0:
+        keep &= rows >= ptr[users + 1] - max_per_user
+    return users[keep], rows[keep]
+
+
+def history_windows(ds: Dataset, positions: np.ndarray, max_len: int) -> np.ndarray:
+    """(len(positions), max_len) left-padded tokens of the events just before each position."""
+    tokens = ds.item.astype(np.int64) + 1
+    starts = ds.user_indptr[ds.user[positions]]
+    idx = positions[:, None] - max_len + np.arange(max_len)[None, :]
+    valid = idx >= starts[:, None]
+    return np.where(valid, tokens[np.maximum(idx, 0)], PAD)
