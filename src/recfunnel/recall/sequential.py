@@ -116,6 +116,7 @@ class SequentialSource(EmbeddingSource):
     Net: type[nn.Module]
 
     def _new_net(self, n_items: int) -> nn.Module:
+        torch.manual_seed(self.config.seed)  # the initial weights are part of the seeded run
         return self.Net(n_items, self.config)
 
     def learn_item_vectors(self, ds: Dataset) -> np.ndarray:
