@@ -32,7 +32,7 @@ class PreRankConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(False, description="cut the merged pool before ranking (trained with the ranker)")
     keep: int = Field(200, ge=1, description="candidates per query passed on to the ranker")
-    n_estimators: int = Field(60, ge=1, description="boosting rounds (binary log-loss on the ranker's rows)")
+    n_estimators: int = Field(20, ge=1, description="boosting rounds (binary log-loss on the ranker's rows)")
     learning_rate: float = Field(0.1, gt=0, description="shrinkage per round")
     num_leaves: int = Field(15, ge=2, description="leaves per tree")
     min_child_samples: int = Field(50, ge=1, description="rows a leaf needs at least")
