@@ -27,6 +27,7 @@ from recfunnel.rank.neural import (
     SharedBottomConfig,
     WideDeepConfig,
 )
+from recfunnel.rank.prerank import PreRankConfig
 from recfunnel.recall.content import ContentConfig
 from recfunnel.recall.cooccurrence import CooccurrenceConfig
 from recfunnel.recall.eges import EGESConfig
@@ -91,6 +92,7 @@ class RankConfig(_Strict):
     random_negatives_per_query: int = Field(
         0, ge=0, description="random catalog items recall did not find, added per training query as easy negatives"
     )
+    prerank: PreRankConfig = PreRankConfig()
     features: CandidateFeaturesConfig = CandidateFeaturesConfig()
     point_in_time: PointInTimeConfig = PointInTimeConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()

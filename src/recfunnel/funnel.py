@@ -25,6 +25,7 @@ from recfunnel.query import Query, QueryBatch, history_queries, step_queries
 from recfunnel.rank.base import Ranker
 from recfunnel.rank.lightgbm_ranker import LightGBMRanker
 from recfunnel.rank.neural import NEURAL_RANKERS
+from recfunnel.rank.prerank import EXTRA_FEATURES, PreRanker
 from recfunnel.recall.base import Source
 from recfunnel.recall.content import ContentSource
 from recfunnel.recall.cooccurrence import CooccurrenceSource
@@ -108,6 +109,7 @@ class Funnel:
         self.features: CandidateFeatures | None = None
         self.pit: PointInTimeFeatures | None = None  # neural rankers' sparse/sequence inputs
         self.ranker: Ranker | None = None
+        self.preranker: PreRanker | None = None  # cuts the pool to the ranker's input
         self.fit_seconds: dict[str, float] = {}
         self.dataset_name = ""
         self.ranker_report: dict[str, object] = {}
@@ -128,6 +130,7 @@ class Funnel:
         self.catalog = Catalog.from_dataset(ds, group_column=rr.group.column, audience_pairs=rr.audience.pairs)
         self._reranker = None
         self.pit = None
+        self.preranker = None
         if self.config.rank.model != "none":
             self._fit_ranker(ds, progress)
         self._fit_recall(ds, progress, prefix="fit")
@@ -198,6 +201,8 @@ class Funnel:
             is_pos = pool.item == target[pool.query]
             rows = _sample_rows(pool, is_pos, self.config.rank.negatives_per_query, rng)
             sample = pool.take(rows)
+            if self.config.rank.prerank.enabled:
+                sample.features["merge_score"] = sample.score.copy()  # NaN on random negatives
             n_random = self.config.rank.random_negatives_per_query
             if n_random > 0 and len(sample):
                 sample = _add_random_negatives(sample, n_random, ds.n_items, rng)
@@ -215,6 +220,14 @@ class Funnel:
         y = train.features.pop("label", np.empty(0, dtype=np.float32))
         like = train.features.pop("label_like", np.empty(0, dtype=np.float32))
         self.fit_seconds["ranker-data:rows"] = time.perf_counter() - t0
+        if self.config.rank.prerank.enabled:
+            t = time.perf_counter()
+            in_pool = ~np.isnan(train.features["merge_score"])  # random negatives never reach it
+            self.preranker = PreRanker(self.config.rank.prerank).fit(
+                train.take(np.flatnonzero(in_pool)), y[in_pool], self.prerank_feature_names
+            )
+            train.features.pop("merge_score")
+            self.fit_seconds["fit:prerank"] = time.perf_counter() - t
         t = time.perf_counter()
         self.ranker = ranker_cls(getattr(self.config.rank, self.config.rank.model))
         if ranker_cls.uses_specs:
@@ -235,6 +248,10 @@ class Funnel:
     def feature_names(self) -> list[str]:
         assert self.features is not None
         return channel_feature_names(list(self.sources)) + ["n_channels"] + self.features.names
+
+    @property
+    def prerank_feature_names(self) -> list[str]:
+        return channel_feature_names(list(self.sources)) + EXTRA_FEATURES
 
     # ---- serving --------------------------------------------------------------------
     def _recall(
@@ -304,10 +321,19 @@ class Funnel:
 
     def _rank(self, batch: QueryBatch, pool: Candidates, trace: Trace) -> Candidates:
         assert self.features is not None and self.ranker is not None
+        if self.preranker is not None and self.config.rank.prerank.enabled:
+            pool = trace.timed("prerank", lambda: self._prerank(pool))
         trace.timed("hydrate", lambda: (self.features.hydrate(batch, pool), pool)[1])
         if self.pit is not None:
             trace.timed("hydrate:pit", lambda: (self.pit.hydrate(batch, pool), pool)[1])
         return trace.timed("rank", lambda: pool.reorder(self.ranker.score(pool)))
+
+    def _prerank(self, pool: Candidates) -> Candidates:
+        """The pool cut to `rank.prerank.keep` per query by the pre-ranker (cheap columns only)."""
+        assert self.features is not None and self.preranker is not None
+        pool.features["merge_score"] = pool.score.copy()
+        pool.features["pop_all"] = self.features.pop_all[pool.item]
+        return self.preranker.cut(pool, self.config.rank.prerank.keep)
 
     def recommend(self, query: Query) -> FunnelOutput:
         return self.run(QueryBatch([query], self.n_items))
@@ -339,6 +365,8 @@ class Funnel:
             save_state(d / "pit_features", self.pit.state())
         if self.ranker is not None:
             self.ranker.save(d / "rank")
+        if self.preranker is not None:
+            self.preranker.save(d / "prerank")
         self.item_ids.save(d / "item_ids.json")
         self.catalog.save(d / "catalog")
         if self._reranker is not None:
@@ -374,6 +402,8 @@ class Funnel:
             f.pit.set_state(load_state(d / "pit_features"))
         if meta["ranker"]:
             f.ranker = RANKERS[meta["ranker"]].load(d / "rank")
+        if (d / "prerank").is_dir():
+            f.preranker = PreRanker.load(d / "prerank")
         f.item_ids = IdMap.load(d / "item_ids.json")
         f.catalog = Catalog.load(d / "catalog")
         f.item_categories = f.catalog.categories
