@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # LightGBM's idle threads must not spin on a shared machine
 
 import matplotlib
 
@@ -152,8 +153,15 @@ def run_rechub_part(split: Split, models: list[str], max_epochs: int | None, don
     return {"version": rechub_version(), "models": done}
 
 
-def run_funnel_part(ds, split: Split, name: str, out: Path) -> tuple[dict, dict, dict]:
+def _bench_config(threads: int) -> FunnelConfig:
+    """The packaged default config, with the ranker's thread count set for this machine."""
     cfg = load_config(None)
+    cfg.rank.lightgbm.threads = threads
+    return cfg
+
+
+def run_funnel_part(ds, split: Split, name: str, out: Path, threads: int) -> tuple[dict, dict, dict]:
+    cfg = _bench_config(threads)
     runs, rows = {}, {}
     for label, rank in (("funnel (lightgbm)", "lightgbm"), ("funnel (recall order)", "none")):
         c = cfg.model_copy(deep=True)
@@ -171,9 +179,9 @@ def run_funnel_part(ds, split: Split, name: str, out: Path) -> tuple[dict, dict,
     return rows, runs["funnel (lightgbm)"], runs["funnel (recall order)"]
 
 
-def run_all_channels_part(ds, split: Split, skip: set[str], max_epochs: int | None) -> dict:
+def run_all_channels_part(ds, split: Split, skip: set[str], max_epochs: int | None, threads: int) -> dict:
     """The default funnel with every configured channel switched on (minus `skip`)."""
-    cfg = load_config(None)
+    cfg = _bench_config(threads)
     enabled, capped = [], []
     for name in SOURCES:
         sub = getattr(cfg.recall, name, None)
@@ -275,13 +283,13 @@ def run_dataset(name: str, path: Path, out: Path, args: argparse.Namespace) -> d
             mine["rechub"] = run_rechub_part(split, [m], args.max_epochs, mine["rechub"]["models"])
             save()
     if not args.skip_funnel:
-        frows, lgbm, order = run_funnel_part(ds, split, name, out)
+        frows, lgbm, order = run_funnel_part(ds, split, name, out, args.threads)
         mine.setdefault("models", {}).update(frows)
         mine["funnel"], mine["funnel_recall_order"] = lgbm, order
         mine["funnel_measured"] = _now()
         save()
     if not args.skip_all_channels:
-        mine["funnel_all_channels"] = run_all_channels_part(ds, split, skip, args.max_epochs)
+        mine["funnel_all_channels"] = run_all_channels_part(ds, split, skip, args.max_epochs, args.threads)
     return save()
 
 
@@ -299,8 +307,8 @@ def markdown(results: list[dict]) -> str:
         "on the identical split by `bench/protocol_compare.py` (parts can be rerun alone; each "
         "part's time is in `<dataset>.json`). Written on "
         f"{platform.node() or 'this machine'} ({os.cpu_count()} cores, shared), {_now()}. "
-        "Fit times are wall seconds on a busy 2-core machine with one torch thread: compare "
-        "them as ratios within a table.",
+        "Fit times are wall seconds on a busy 2-core machine (one torch thread, LightGBM ranker "
+        "on one thread): compare them as ratios within a table.",
         "",
     ]
     for r in results:
@@ -450,6 +458,7 @@ def main() -> int:
     ap.add_argument("--max-epochs", type=int, help="cap training epochs of neural channels and torch-rechub models (slow data sets)")
     for part in ("implicit", "channel-table", "rechub", "funnel", "all-channels"):
         ap.add_argument(f"--skip-{part}", action="store_true", help=f"do not rerun the {part} part (its previous numbers stay)")
+    ap.add_argument("--threads", type=int, default=1, help="LightGBM ranker threads (default 1: the bench machine is shared)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     unknown = [c for c in (args.channels or []) + args.skip_channels if c not in SOURCES]
