@@ -330,7 +330,8 @@ def markdown(results: list[dict]) -> str:
         lines += _standalone_table(r)
         f = r.get("funnel")
         if f:
-            lines += ["Default funnel, per channel (HR at its quota) and per stage:", "",
+            when = r.get("funnel_measured", "in an earlier run of this script")
+            lines += [f"Default funnel (measured {when}), per channel (HR at its quota) and per stage:", "",
                       "| stage | HR |", "| --- | ---: |"]
             for ch, v in f["channels"].items():
                 lines.append(f"| recall: {ch} (quota {v['quota']}) | {v['HR']:.4f} |")
@@ -351,6 +352,9 @@ def markdown(results: list[dict]) -> str:
             for k, v in a["ranked"].items():
                 lines.append(f"| ranked {k} | {v:.4f} |")
             lines += [f"| final HR@10 | {a['final']['HR@10']:.4f} |", f"| final NDCG@10 | {a['final']['NDCG@10']:.4f} |", ""]
+        if not a:
+            lines += ["The all-channels funnel was not measured on this data set (too slow for the run that made "
+                      "this file; a run without `--skip-all-channels` measures it).", ""]
         lines += _floor_lines(r.get("floors", {}))
         if f:
             lines += [f"![{r['dataset']} funnel report]({r['dataset']}-funnel/report.png)", ""]
@@ -390,6 +394,14 @@ def _standalone_table(r: dict) -> list[str]:
             note.append(f"epochs capped at {m['epochs_cap']}")
         out.append(f"| torch-rechub | {name} | {_f(m.get('HR@50'))} | {_f(m.get('HR@200'))} | {_f(m['NDCG@10'])} | "
                    f"{m['fit_seconds']:.1f} | {'; '.join(note)} |")
+    missing = [n for n in SOURCES if n not in channels]
+    if missing:
+        out += ["", f"Channels not measured alone on this data set (too slow for the run that made this file; "
+                f"`--channels {','.join(missing)}` measures them): {', '.join(missing)}."]
+    missing = [n for n in ("dssm", "youtubednn", "mind", "sasrec") if n not in rechub]
+    if missing:
+        out += ["", f"torch-rechub models not measured on this data set in that run: {', '.join(missing)} "
+                f"(`--rechub-models {','.join(missing)}`)."]
     return out + [""]
 
 
