@@ -12,6 +12,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/protocol_compare.py
 
 install: $(VENV)/.installed
