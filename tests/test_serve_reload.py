@@ -64,12 +64,18 @@ def test_zero_failed_requests_while_versions_swap(tmp_path):
                 assert r.status_code == 409 and broken in r.text
                 time.sleep(1.5)
                 published.append(publish_copy(root, "6", source=published[-1]))  # the watcher alone picks this one up
-                deadline = time.time() + 20
+                # settled = every answer for 2 s (4 watcher polls: both workers) is the new version;
+                # 20 new answers in a row can come from one worker while the other still loads
+                deadline, settled_since = time.time() + 20, None
                 while time.time() < deadline:
                     with lock:
                         last = [v for _, v in results[-20:]]
                     if last and all(v == published[-1] for v in last):
-                        break
+                        settled_since = settled_since or time.time()
+                        if time.time() - settled_since > 2.0:
+                            break
+                    else:
+                        settled_since = None
                     time.sleep(0.2)
         finally:
             stop.set()
