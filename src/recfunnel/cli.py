@@ -192,7 +192,7 @@ def config(
 
 @app.command()
 def demo(
-    data: Optional[Path] = typer.Option(None, "--data", help="data directory (default: shared ML-100K, else synthetic)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="data directory (default: shared ML-100K, else a downloaded copy, else synthetic)"),
     out: Path = typer.Option(Path("artifacts"), "--out"),
     users: int = typer.Option(3, "--users", help="how many users to show recommendations for"),
     serve_after: Optional[bool] = typer.Option(
@@ -207,14 +207,17 @@ def demo(
     from recfunnel.runtime import Recommender
 
     where = resolve_data_dir(str(data) if data else None)
-    if where is None:
-        from recfunnel.data.synthetic import SyntheticConfig, write_synthetic_files
+    if where is None:  # a fresh machine: fetch ML-100K (checksummed) into the cache
+        from recfunnel.data.download import download
 
-        where = write_synthetic_files(SyntheticConfig(), Path("data") / "synthetic")
-        console.print(
-            "[yellow]No MovieLens copy found (set RECFUNNEL_DATA or run `recfunnel data "
-            f"download ml-100k`); using synthetic data in {where}[/yellow]"
-        )
+        console.print("No local MovieLens copy: downloading ML-100K from GroupLens")
+        try:
+            where = download("ml-100k")
+        except DataError as e:
+            from recfunnel.data.synthetic import SyntheticConfig, write_synthetic_files
+
+            where = write_synthetic_files(SyntheticConfig(), Path("data") / "synthetic")
+            console.print(f"[yellow]{e}\nUsing synthetic data in {where} instead.[/yellow]")
     ds = _load(where)
     console.print(f"[bold]{ds.describe()}[/bold]")
     cfg = load_config(None)
