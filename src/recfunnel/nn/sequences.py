@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from recfunnel.data.dataset import Dataset
-from recfunnel.query import QueryBatch
+from recfunnel.query import QueryBatch, history_queries
 
 PAD = 0
 
@@ -63,3 +63,12 @@ def history_windows(ds: Dataset, positions: np.ndarray, max_len: int) -> np.ndar
     idx = positions[:, None] - max_len + np.arange(max_len)[None, :]
     valid = idx >= starts[:, None]
     return np.where(valid, tokens[np.maximum(idx, 0)], PAD)
+
+
+def validation_sample(val, eval_users: int, seed: int) -> tuple[np.ndarray, np.ndarray, QueryBatch]:  # noqa: ANN001 - a Split
+    """(users, their validation targets, their queries): the fixed early-stopping sample."""
+    rng = np.random.default_rng(seed)
+    k = min(eval_users, len(val.users))
+    pick = np.sort(rng.choice(len(val.users), k, replace=False))
+    users = val.users[pick]
+    return users, val.items[pick], QueryBatch(history_queries(val.fit, users), val.fit.n_items)

@@ -42,9 +42,9 @@ from recfunnel.data.dataset import Dataset
 from recfunnel.data.split import leave_last_out
 from recfunnel.evaluate.metrics import ndcg, target_ranks
 from recfunnel.evaluate.ranking import full_ranking_topk
+from recfunnel.nn.sequences import validation_sample
 from recfunnel.nn.training import TrainConfig, train
 from recfunnel.persist import read_json, write_json
-from recfunnel.query import QueryBatch, history_queries
 from recfunnel.recall.base import recency_weights
 from recfunnel.recall.embedding import EmbeddingConfig, EmbeddingSource
 from recfunnel.recall.graph_embedding import transition_graph
@@ -369,11 +369,7 @@ class EGESSource(EmbeddingSource):
     def _validator(self, val):  # noqa: ANN001, ANN202
         """NDCG@10 of the validation targets by full ranking, on a fixed user sample."""
         c = self.config
-        rng = np.random.default_rng(c.seed)
-        k = min(c.train.eval_users, len(val.users))
-        pick = np.sort(rng.choice(len(val.users), k, replace=False))
-        users, targets = val.users[pick], val.items[pick]
-        batch = QueryBatch(history_queries(val.fit, users), val.fit.n_items)
+        users, targets, batch = validation_sample(val, c.train.eval_users, c.seed)
         hist = batch.history_matrix(recency_weights(batch, c.history_decay, c.history_last_n))
         total = np.maximum(np.asarray(hist.sum(axis=1)).ravel(), 1e-9)
 

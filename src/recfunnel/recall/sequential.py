@@ -25,9 +25,9 @@ from recfunnel.data.dataset import Dataset
 from recfunnel.data.split import leave_last_out
 from recfunnel.evaluate.metrics import ndcg, target_ranks
 from recfunnel.evaluate.ranking import full_ranking_topk
-from recfunnel.nn.sequences import PAD, query_windows, training_windows
+from recfunnel.nn.sequences import PAD, query_windows, training_windows, validation_sample
 from recfunnel.nn.training import TrainConfig, train
-from recfunnel.query import QueryBatch, history_queries
+from recfunnel.query import QueryBatch
 from recfunnel.recall.embedding import EmbeddingConfig, EmbeddingSource
 
 
@@ -154,11 +154,7 @@ class SequentialSource(EmbeddingSource):
 
     def _validator(self, val):  # noqa: ANN001, ANN202
         """NDCG@10 of the validation targets by full ranking, on a fixed user sample."""
-        rng = np.random.default_rng(self.config.seed)
-        k = min(self.config.train.eval_users, len(val.users))
-        pick = np.sort(rng.choice(len(val.users), k, replace=False))
-        users, targets = val.users[pick], val.items[pick]
-        batch = QueryBatch(history_queries(val.fit, users), val.fit.n_items)
+        users, targets, batch = validation_sample(val, self.config.train.eval_users, self.config.seed)
 
         def validate(net: nn.Module) -> float:
             self.net = net
