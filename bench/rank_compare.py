@@ -1,15 +1,18 @@
-"""Every ranker in one funnel, on PROTOCOL.md, same split, same recall.
+"""Every ranker in one funnel, on PROTOCOL.md, same split, same recall, same training rows.
 
-For each ranker (`none` = merged recall order, `lightgbm`, and the neural rankers) the
-funnel is fitted on the fit data (its training examples come from its own recall on each
-user's last 3 fit steps) and evaluated end to end (final NDCG@10, HR@10). The ranker's
-input on the test step is then scored as examples: every row of each test user's merged
-pool, the held-out item as the positive and the rest of the pool as negatives, giving AUC,
-GAUC (per user) and logloss (probability outputs only; LightGBM LambdaRank scores are not
-probabilities). Calibration error is the ranker's own held-out training queries'. Latency:
-one request's hydrated pool, tiled to 200 and 1000 candidates, scored alone (p50/p99).
+The funnel (default config) is fitted once; its ranker training rows (its own recall on each
+user's last `rank.train_steps` fit steps: the next item positive, sampled pool negatives,
+like labels) are kept, and every ranker (`none` = merged recall order, `lightgbm`, and the
+neural rankers, each with its `[rank.<model>]` settings) is trained on exactly those rows,
+swapped into the fitted funnel and evaluated end to end (final NDCG@10, HR@10). The
+ranker's input on the test step is then scored as examples: every row of each test user's
+merged pool, the held-out item as the positive and the rest of the pool as negatives,
+giving AUC, GAUC (per user) and logloss (probability outputs only; LightGBM LambdaRank
+scores are not probabilities). Calibration error is the ranker's own held-out training
+queries'. Latency: one request's hydrated pool, tiled to 200 and 1000 candidates, scored
+alone (p50/p99).
 
-Writes bench/results/rank_compare.json and .md after every ranker (partial runs count).
+Writes bench/results/rank_compare[_<dataset>].json and .md after every ranker (partial runs count).
 Usage: python bench/rank_compare.py [--data ../shared/data/ml-100k] [--models lr,din,...] [--update]
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,15 +30,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from recfunnel.candidates import Candidates  # noqa: E402
-from recfunnel.config import load_config  # noqa: E402
+from recfunnel.config import FunnelConfig, load_config  # noqa: E402
 from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import leave_last_out  # noqa: E402
-from recfunnel.evaluate.protocol import evaluate  # noqa: E402
+from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
 from recfunnel.funnel import BATCH  # noqa: E402
 from recfunnel.query import QueryBatch, history_queries  # noqa: E402
 from recfunnel.rank.metrics import auc, gauc, logloss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from rank_tune import Rows, swap_ranker  # noqa: E402
 MODELS = ("none", "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
 
 
@@ -93,18 +99,19 @@ def latency(funnel, first) -> dict:
     return out
 
 
-def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rank_compare.json").write_text(json.dumps(results, indent=2))
+def write(results: dict, stem: Path) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
     lines = [
         f"# Rankers on {results['dataset']} ({results['users']} test users, PROTOCOL.md)",
         "",
-        "Funnel: default config, the ranker swapped. Example metrics: the test step's merged pool "
+        "Funnel: default config fitted once; every ranker trained on the same "
+        f"{results.get('train_rows', '?')} training rows and swapped in (`bench/rank_compare.py`). Example metrics: the test step's merged pool "
         "(target positive, rest of the pool negative). Calibration: the ranker's held-out training queries. "
-        "Latency: scoring one request's hydrated candidates, on a shared 2-core machine under other jobs' load "
-        "(noisy: compare within a run).",
+        "Latency: scoring one request's hydrated candidates (p50 / p99 ms), on a shared 2-core machine under other "
+        "jobs' load (noisy: compare within a run).",
         "",
-        "| ranker | NDCG@10 | HR@10 | AUC | GAUC | logloss | calib. err. | fit rank s | p50 ms @200 | p50 ms @1000 |",
+        "| ranker | NDCG@10 | HR@10 | AUC | GAUC | logloss | calib. err. | fit rank s | ms @200 | ms @1000 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
@@ -116,32 +123,48 @@ def write(results: dict, out: Path) -> None:
         lines.append(
             f"| {name} | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {f(ex.get('AUC'))} | {f(ex.get('GAUC'))} | "
             f"{f(ex.get('logloss'))} | {f(r.get('calibration_error'))} | {f(r.get('fit_rank_s'), 1)} | "
-            f"{f(lat.get('p50_ms@200'), 2)} | {f(lat.get('p50_ms@1000'), 2)} |"
+            f"{f(lat.get('p50_ms@200'), 2)} / {f(lat.get('p99_ms@200'), 2)} | "
+            f"{f(lat.get('p50_ms@1000'), 2)} / {f(lat.get('p99_ms@1000'), 2)} |"
         )
-    (out / "rank_compare.md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def result_stem(out: Path, dataset: str) -> Path:
+    """ML-100K keeps the historical file name; other data sets get their own."""
+    return out / ("rank_compare" if dataset == "ml-100k" else f"rank_compare_{dataset}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ml-100k"))
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--config", default=None, help="funnel config (default: the shipped default)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--update", action="store_true", help="keep the other rankers' rows of an earlier run")
     args = ap.parse_args()
     ds = load_dataset(args.data)
     split = leave_last_out(ds)
     print(ds.describe(), flush=True)
+    stem = result_stem(Path(args.out), ds.name)
     results = {"dataset": ds.name, "users": int(len(split)), "rankers": {}}
-    earlier = Path(args.out) / "rank_compare.json"
-    if args.update and earlier.exists():
-        results = json.loads(earlier.read_text())
+    if args.update and stem.with_suffix(".json").exists():
+        results = json.loads(stem.with_suffix(".json").read_text())
+    base = load_config(args.config)
+    t = time.perf_counter()
+    rows = Rows()
+    funnel = rows.fit_funnel(base, split)
+    results["funnel_fit_s"] = time.perf_counter() - t
+    results["train_rows"] = int(len(rows.args["labels"]))
+    print(f"funnel and {results['train_rows']} ranker rows in {results['funnel_fit_s']:.0f}s", flush=True)
     for name in args.models.split(","):
-        cfg = load_config(None)
-        cfg.rank.model = name  # type: ignore[assignment]
+        data = base.model_dump(mode="json")
+        data["rank"]["model"] = name
+        cfg = FunnelConfig.model_validate(data)
         t = time.perf_counter()
-        ev = evaluate(ds, cfg, progress=False, split=split)
+        fit_s = swap_ranker(funnel, rows, split, cfg)
+        ev = evaluate_fitted(funnel, split, progress=False)
         wall = time.perf_counter() - t
-        ex, first = example_metrics(ev.funnel, split)
+        ex, first = example_metrics(funnel, split)
         rep = ev.result["ranker"]
         row = {
             "NDCG@10": ev.result["final"]["NDCG@10"],
@@ -151,9 +174,10 @@ def main() -> None:
             "calibration_error": rep.get("model:calibration_error"),
             "calibration_error_raw": rep.get("model:calibration_error_raw"),
             "holdout": {k[6:]: v for k, v in rep.items() if k.startswith("model:")},
-            "fit_rank_s": ev.result["timings"].get("fit:rank"),
+            "settings": data["rank"].get(name),
+            "fit_rank_s": fit_s if name != "none" else None,
             "wall_s": wall,
-            "latency": latency(ev.funnel, first),
+            "latency": latency(funnel, first),
         }
         results["rankers"][name] = row
         print(
@@ -164,7 +188,7 @@ def main() -> None:
             f"fit:rank {row['fit_rank_s'] or 0:.1f}s wall {wall:.0f}s latency {row['latency']}",
             flush=True,
         )
-        write(results, Path(args.out))
+        write(results, stem)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,41 @@ def test_ranker_beats_random_and_popularity(name, rows, tmp_path):
     assert not list((tmp_path / name).glob("*.pkl"))
 
 
+@pytest.mark.parametrize("loss", ["listwise", "both"])
+def test_listwise_loss_orders_each_query(loss, rows, tmp_path):
+    """The in-query softmax loss learns the planted order too, and its Platt-scaled scores
+    are still probabilities on the training sample's scale."""
+    cands, label, is_test, _ = rows
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    model = _fit("deepfm", rows, loss=loss, dense_buckets=8)
+    s = model.score(test)
+    popular = gauc(label[te], test.features["pit_item_count"], test.query)
+    assert gauc(label[te], s, test.query) > popular + 0.08
+    assert 0 <= model.report["calibration_error"] < 0.05
+    model.save(tmp_path / loss)  # the bucket edges travel with the weights
+    np.testing.assert_array_equal(type(model).load(tmp_path / loss).score(test), s)
+
+
+def test_query_batches_keep_queries_whole():
+    from recfunnel.rank.neural import _query_batches, _query_softmax_loss, _rows_by_query
+
+    q = np.repeat(np.arange(50), 7)[np.random.default_rng(0).permutation(350)]
+    groups = _rows_by_query(q, np.arange(350))
+    batches = _query_batches(groups, np.random.default_rng(1), 40)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(350))
+    seen = [set(q[b].tolist()) for b in batches]
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])  # no query split
+    # the loss is the mean of -log softmax over each query's rows
+    import torch
+
+    logits = torch.tensor([1.0, 2.0, 0.0, 3.0, 1.0])
+    y = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
+    qq = torch.tensor([0, 0, 0, 5, 5])
+    want = (-torch.log_softmax(logits[:3], 0)[0] - torch.log_softmax(logits[3:], 0)[1]) / 2
+    assert torch.isclose(_query_softmax_loss(logits, y, qq), want)
+
+
 @pytest.mark.parametrize("name", ["mmoe", "shared_bottom"])
 def test_multi_task_heads_learn_two_planted_targets(name, rows):
     """Head 0: the item taken next; head 1: a planted 'like' of its own (items of even

@@ -76,3 +76,16 @@ def test_ml100k_split() -> None:
     assert np.all(last_fit_ts <= split.ts)
     # ML-100K has no repeated (user, item): no test item sits in its user's fit data.
     assert split.fit.user_item[split.users, split.items].sum() == 0
+
+
+def test_hold_out_steps_respects_the_share_cap(tiny) -> None:
+    """At most `max_share` of a user's events (at least one) are held out, latest first."""
+    from recfunnel.data.split import hold_out_steps
+
+    full = hold_out_steps(tiny, 2)
+    capped = hold_out_steps(tiny, 2, max_share=0.34)  # a: 3 events -> 1 step; c, d: 2 -> 1
+    assert len(full.users) == 4  # a gives 2, c and d 1 each (one event always stays)
+    assert sorted(tiny.user_ids.raws(capped.users)) == ["a", "c", "d"]
+    last = dict(zip(tiny.user_ids.raws(capped.users), tiny.item_ids.raws(capped.items)))
+    assert last == {"a": "i3", "c": "i4", "d": "i5"}
+    assert capped.fit.n_events == tiny.n_events - 3

@@ -79,12 +79,15 @@ class RankConfig(_Strict):
 
     model: Literal[
         "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
-    ] = Field("lightgbm", description="'none' keeps the merged recall order; the others read [rank.<model>]")
+    ] = Field("deepfm", description="'none' keeps the merged recall order; the others read [rank.<model>]")
     train_steps: int = Field(
-        3, ge=1, description="last interactions per user held out to build ranker training queries"
+        10, ge=1, description="last interactions per user held out to build ranker training queries"
+    )
+    train_max_share: float = Field(
+        0.2, gt=0, le=1, description="... but at most this share of a user's interactions (at least one)"
     )
     max_train_queries: int = Field(
-        12000, ge=1, description="training queries kept (a random sample) when there are more"
+        20000, ge=1, description="training queries kept (a random sample) when there are more"
     )
     negatives_per_query: int = Field(
         100, ge=1, description="pool negatives sampled per training query (the positive is always kept)"

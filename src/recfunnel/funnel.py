@@ -178,7 +178,7 @@ class Funnel:
 
     def _fit_ranker(self, ds: Dataset, progress: bool) -> None:
         t0 = time.perf_counter()
-        val = hold_out_steps(ds, self.config.rank.train_steps)
+        val = hold_out_steps(ds, self.config.rank.train_steps, self.config.rank.train_max_share)
         self._fit_recall(val.fit, progress, prefix="ranker-data")
         self.features = CandidateFeatures(self.config.rank.features).fit(val.fit)
         ranker_cls = RANKERS[self.config.rank.model]

@@ -29,9 +29,14 @@ def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) ->
 
 class FieldEmbeddings(nn.Module):
     """One vector per field: sparse ids, mean-pooled sequences, and dense values (value x
-    a learned vector, as in FM). Also the first-order (LR) term over the same fields."""
+    a learned vector, as in FM). Also the first-order (LR) term over the same fields.
 
-    def __init__(self, specs: FeatureSpecs, dim: int) -> None:
+    With `dense_buckets`, each dense value's quantile bucket (input `dense_bucket`, n x D,
+    0 = missing) is one more sparse field: a network reads a score's shape (where a channel
+    rank or a count starts to matter) from the bucket embedding, which a single linear
+    value x vector term cannot express; tree rankers get that for free."""
+
+    def __init__(self, specs: FeatureSpecs, dim: int, dense_buckets: int = 0) -> None:
         super().__init__()
         self.specs = specs
         self.dim = dim
@@ -52,20 +57,36 @@ class FieldEmbeddings(nn.Module):
         self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * 0.05)
         self.dense_linear = nn.Linear(n_dense, 1) if n_dense else None
         self.bias = nn.Parameter(torch.zeros(1))
+        self.n_bucketed = n_dense if dense_buckets > 0 else 0
+        if self.n_bucketed:
+            rows = n_dense * (dense_buckets + 1)
+            self.bucket_table = nn.Embedding(rows, dim)
+            self.bucket_weight = nn.Embedding(rows, 1)
+            nn.init.normal_(self.bucket_table.weight, std=0.05)
+            nn.init.normal_(self.bucket_weight.weight, std=0.01)
+            self.register_buffer("bucket_offset", torch.arange(n_dense) * (dense_buckets + 1), persistent=False)
 
     @property
     def n_fields(self) -> int:
-        return len(self.specs.sparse) + len(self.specs.sequence) + len(self.specs.dense)
+        return len(self.specs.sparse) + self.n_bucketed + len(self.specs.sequence) + len(self.specs.dense)
+
+    @property
+    def sparse_width(self) -> int:
+        """Width of the flattened sparse fields (ids and dense buckets)."""
+        return (len(self.specs.sparse) + self.n_bucketed) * self.dim
 
     @property
     def deep_width(self) -> int:
-        return (len(self.specs.sparse) + len(self.specs.sequence)) * self.dim + len(self.specs.dense)
+        return self.sparse_width + len(self.specs.sequence) * self.dim + len(self.specs.dense)
 
     def sparse(self, x: Batch) -> torch.Tensor:
-        """(n, S, d) embeddings of the sparse fields."""
-        if not self.sparse_names:
+        """(n, S, d) embeddings of the sparse fields (the dense buckets last)."""
+        out = [self.tables[n](x["sparse"][:, j]) for j, n in enumerate(self.sparse_names)]
+        if self.n_bucketed:
+            return torch.cat([torch.stack(out, 1)] * bool(out) + [self.bucket_table(x["dense_bucket"] + self.bucket_offset)], 1)
+        if not out:
             return x["dense"].new_zeros((len(x["dense"]), 0, self.dim))
-        return torch.stack([self.tables[n](x["sparse"][:, j]) for j, n in enumerate(self.sparse_names)], dim=1)
+        return torch.stack(out, dim=1)
 
     def sequence(self, x: Batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, K, d) embeddings of a sequence and its (n, K) mask of real (non-pad) steps."""
@@ -110,6 +131,8 @@ class FieldEmbeddings(nn.Module):
             out = out + (w * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.dense_linear is not None:
             out = out + self.dense_linear(x["dense"]).squeeze(-1)
+        if self.n_bucketed:
+            out = out + self.bucket_weight(x["dense_bucket"] + self.bucket_offset).squeeze(-1).sum(1)
         return out
 
 
@@ -124,7 +147,7 @@ class Net(nn.Module):
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001 - a NeuralRankerConfig
         super().__init__()
-        self.emb = FieldEmbeddings(specs, config.embed_dim)
+        self.emb = FieldEmbeddings(specs, config.embed_dim, config.dense_buckets)
         self.aux_loss: torch.Tensor | None = None
 
 
@@ -189,7 +212,7 @@ class DINNet(Net):
         super().__init__(specs, config)
         width = len(specs.sequence) * config.embed_dim
         self.attention = ActivationUnit(width, config.attention_hidden)
-        deep_in = len(specs.sparse) * config.embed_dim + width + len(specs.dense)
+        deep_in = self.emb.sparse_width + width + len(specs.dense)
         self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
 
     def forward(self, x: Batch) -> torch.Tensor:
@@ -227,7 +250,7 @@ class DIENNet(Net):
         self.extract = nn.GRUCell(width, width)
         self.attention = ActivationUnit(width, config.attention_hidden)
         self.evolve = AUGRUCell(width)
-        deep_in = len(specs.sparse) * config.embed_dim + width + len(specs.dense)
+        deep_in = self.emb.sparse_width + width + len(specs.dense)
         self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
 
     def forward(self, x: Batch) -> torch.Tensor:

@@ -14,7 +14,7 @@ scale, so the configured weights mean what they say.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -42,8 +42,16 @@ class NeuralRankerConfig(RankerConfig):
     embed_dim: int = Field(16, ge=1, description="embedding size of every sparse and sequence feature")
     hidden: list[int] = Field([128, 64], description="MLP layer sizes (deep part, shared bottom, experts)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
+    dense_buckets: int = Field(
+        0, ge=0, description="quantile buckets per dense feature, each embedded as one more field (0 = values only)"
+    )
     holdout_share: float = Field(0.15, gt=0, lt=1, description="training queries held out for early stopping and calibration")
     calibrate: bool = Field(True, description="Platt-scale each head on held-out queries")
+    loss: Literal["pointwise", "listwise", "both"] = Field(
+        "listwise",
+        description="interact head: 'pointwise' log loss per row; 'listwise' softmax of the target against "
+        "its own query's candidates (what NDCG rewards; batches hold whole queries); 'both' adds them",
+    )
     train: TrainConfig = Field(default_factory=_train_default)
     seed: int = Field(0, description="seed of initialisation, hold-out choice and batches")
 
@@ -96,6 +104,10 @@ class WideDeepConfig(NeuralRankerConfig):
 class DINConfig(AttentionConfig):
     """DIN (rank.model = "din"): candidate-aware attention over the recent items."""
 
+    dense_buckets: int = Field(
+        16, ge=0, description="quantile buckets per dense feature, each embedded as one more field (0 = values only)"
+    )
+
 
 class SharedBottomConfig(MultiTaskConfig):
     """Shared-Bottom (rank.model = "shared_bottom"): one shared MLP, a tower per task."""
@@ -113,6 +125,11 @@ class NeuralRanker(Ranker):
         d = x["dense"].astype(np.float32)
         d = np.sign(d) * np.log1p(np.abs(d))
         d = (d - self.mean) / self.std
+        if self.edges.shape[1]:  # bucket 1..B by the training quantiles; NaN -> 0
+            b = np.zeros(d.shape, dtype=np.int64)
+            for j in range(d.shape[1]):
+                b[:, j] = np.searchsorted(self.edges[j], d[:, j], side="right") + 1
+            x["dense_bucket"] = np.where(np.isnan(d), 0, b)
         x["dense"] = np.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
 
@@ -124,6 +141,7 @@ class NeuralRanker(Ranker):
             std = np.nanstd(d, axis=0) if len(d) else np.ones(d.shape[1])
         self.mean = np.nan_to_num(mean).astype(np.float32)
         self.std = np.where(np.nan_to_num(std) > 1e-6, np.nan_to_num(std), 1.0).astype(np.float32)
+        self.edges = _quantile_edges((d - self.mean) / self.std, self.config.dense_buckets)
 
     def _new_net(self) -> nets.Net:
         torch.manual_seed(self.config.seed)
@@ -164,14 +182,21 @@ class NeuralRanker(Ranker):
             i = torch.from_numpy(idx)
             return {k: v[i] for k, v in x.items()}
 
+        listwise = c.loss != "pointwise"
+        by_query = _rows_by_query(q, tr)
+
         def epoch_steps(r: np.random.Generator) -> list[np.ndarray]:
+            if listwise:  # whole queries per batch, about batch_size rows each
+                return _query_batches(by_query, r, c.train.batch_size)
             perm = r.permutation(tr)
             return [perm[s : s + c.train.batch_size] for s in range(0, len(perm), c.train.batch_size)]
 
         def step_loss(net: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
             out = net(take(idx))
             target = yt[torch.from_numpy(idx)]
-            loss = bce(out[:, 0], target[:, 0])
+            loss = bce(out[:, 0], target[:, 0]) if c.loss != "listwise" else out.new_zeros(())
+            if listwise:
+                loss = loss + _query_softmax_loss(out[:, 0], target[:, 0], torch.from_numpy(q[idx]))
             if heads > 1:
                 loss = loss + like_weight * bce(out[:, 1], target[:, 1])
             if aux_weight > 0 and net.aux_loss is not None:
@@ -180,7 +205,10 @@ class NeuralRanker(Ranker):
 
         def validate(net: torch.nn.Module) -> float:
             logits = self._logits(net, x, va)
-            scores = [auc(y[va, h], logits[:, h]) for h in range(heads)]
+            if listwise:  # the order within each query is what the loss learns
+                scores = [gauc(y[va, h], logits[:, h], q[va]) for h in range(heads)]
+            else:
+                scores = [auc(y[va, h], logits[:, h]) for h in range(heads)]
             scores = [s for s in scores if not np.isnan(s)]
             return float(np.mean(scores)) if scores else 0.0
 
@@ -263,6 +291,7 @@ class NeuralRanker(Ranker):
         tensors["norm.mean"] = torch.from_numpy(self.mean)
         tensors["norm.std"] = torch.from_numpy(self.std)
         tensors["platt"] = torch.from_numpy(self.platt.astype(np.float32))
+        tensors["norm.edges"] = torch.from_numpy(self.edges)
         save_file(tensors, str(directory / "model.safetensors"))
         write_json(
             directory / "config.json",
@@ -280,10 +309,59 @@ class NeuralRanker(Ranker):
         t = load_file(str(directory / "model.safetensors"))
         r.mean, r.std = t.pop("norm.mean").numpy(), t.pop("norm.std").numpy()
         r.platt = t.pop("platt").numpy()
+        r.edges = t.pop("norm.edges").numpy()
         r.net = r._new_net()
         r.net.load_state_dict({k[len("net.") :]: v for k, v in t.items()})
         r.net.eval()
         return r
+
+
+def _quantile_edges(d: np.ndarray, buckets: int) -> np.ndarray:
+    """(D, buckets - 1) inner quantile edges per column (float32, +inf where a column has
+    fewer distinct values); (D, 0) when bucketing is off."""
+    if buckets <= 1:
+        return np.zeros((d.shape[1], 0), dtype=np.float32)
+    edges = np.full((d.shape[1], buckets - 1), np.inf, dtype=np.float32)
+    qs = np.linspace(0, 1, buckets + 1)[1:-1]
+    for j in range(d.shape[1]):
+        v = d[:, j][~np.isnan(d[:, j])]
+        if len(v):
+            e = np.unique(np.quantile(v, qs).astype(np.float32))
+            edges[j, : len(e)] = e
+    return edges
+
+
+def _rows_by_query(q: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """`rows` grouped by their query id."""
+    rows = rows[np.argsort(q[rows], kind="stable")]
+    cuts = np.flatnonzero(np.diff(q[rows])) + 1
+    return np.split(rows, cuts) if len(rows) else []
+
+
+def _query_batches(groups: list[np.ndarray], rng: np.random.Generator, batch_rows: int) -> list[np.ndarray]:
+    """Whole queries in random order, packed into batches of about `batch_rows` rows."""
+    batches, current, size = [], [], 0
+    for g in rng.permutation(len(groups)):
+        current.append(groups[g])
+        size += len(groups[g])
+        if size >= batch_rows:
+            batches.append(np.concatenate(current))
+            current, size = [], 0
+    if current:
+        batches.append(np.concatenate(current))
+    return batches
+
+
+def _query_softmax_loss(logits: torch.Tensor, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Mean over queries with a positive of -log softmax(positive logit) within the query."""
+    uq, inv = torch.unique(q, return_inverse=True)
+    n = len(uq)
+    peak = torch.full((n,), -torch.inf).scatter_reduce(0, inv, logits.detach(), "amax")
+    lse = peak + torch.log(torch.zeros(n).index_add(0, inv, torch.exp(logits - peak[inv])))
+    pos = y > 0
+    if not bool(pos.any()):
+        return logits.sum() * 0.0
+    return (lse[inv[pos]] - logits[pos]).mean()
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -291,20 +369,33 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _platt(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(a, b) minimising the logloss of sigmoid(a z + b): a few Newton steps."""
+    """(a, b) minimising the logloss of sigmoid(a z + b): Newton steps with backtracking, so
+    the loss never rises (plain Newton overshoots on listwise logits, whose scale is free)."""
     z = z.astype(np.float64)
     y = y.astype(np.float64)
-    a, b = 1.0, 0.0
+
+    def loss(ab: np.ndarray) -> float:
+        t = ab[0] * z + ab[1]
+        return float(np.mean(np.logaddexp(0.0, t) - y * t))
+
+    ab = np.array([1.0, 0.0])
+    current = loss(ab)
     for _ in range(50):
-        p = _sigmoid(a * z + b)
+        p = _sigmoid(ab[0] * z + ab[1])
         g = np.array([np.sum((p - y) * z), np.sum(p - y)])
         w = p * (1 - p) + 1e-9
         hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-6 * np.eye(2)
         step = np.linalg.solve(hess, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-8:
+        shrink = 1.0
+        while shrink > 1e-6 and not loss(ab - shrink * step) <= current:
+            shrink *= 0.5
+        if shrink <= 1e-6:
             break
-    return np.array([a, b], dtype=np.float32)
+        ab = ab - shrink * step
+        current = loss(ab)
+        if np.abs(shrink * step).max() < 1e-8:
+            break
+    return ab.astype(np.float32)
 
 
 def _ranker(name: str, net: type[nets.Net], config: type[NeuralRankerConfig], doc: str) -> type[NeuralRanker]:
@@ -391,6 +482,7 @@ class GBDTLRRanker(NeuralRanker):
     def _fit_normalisation(self, cands: Candidates) -> None:
         self.mean = np.zeros(0, dtype=np.float32)
         self.std = np.ones(0, dtype=np.float32)
+        self.edges = np.zeros((0, 0), dtype=np.float32)
 
     def save(self, directory: Path) -> None:
         super().save(directory)

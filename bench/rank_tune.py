@@ -1,0 +1,189 @@
+"""Ranker settings compared on one set of training rows: recall and rows are built once.
+
+The funnel (default config, or `--config`) is fitted once, its ranker training rows are
+kept, and every variant — a ranker name plus dotted overrides of its `[rank.<model>]`
+section — is trained on those same rows, swapped into the fitted funnel and evaluated end
+to end (final NDCG@10, HR@10). `bench/rank_compare.py` reports the configured rankers the
+same way, with example metrics and latency.
+
+PROTOCOL.md: settings are chosen with `--on validation` (each user's second-to-last
+interaction is the target, the fit data minus it is fitted); `--on test` reports.
+
+Writes bench/results/rank_tune_<dataset>_<on>.json and .md, adding to an earlier run's rows.
+Usage:
+  python bench/rank_tune.py --on validation lightgbm "lr loss=listwise" \\
+      "deepfm loss=listwise train.learning_rate=1e-3 dropout=0.2"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from recfunnel.config import FunnelConfig, load_config  # noqa: E402
+from recfunnel.data.loaders import load_dataset  # noqa: E402
+from recfunnel.data.split import Split, leave_last_out  # noqa: E402
+from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
+from recfunnel.funnel import RANKERS, Funnel  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURE_MODEL = "lr"  # any ranker that reads the point-in-time specs makes the full rows
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+    """'deepfm loss=listwise train.learning_rate=1e-3' -> ('deepfm', {...}); values are JSON
+    where they parse (numbers, lists, true/false), strings otherwise."""
+    name, *pairs = text.split()
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"variant '{text}': '{pair}' is not key=value")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return name, overrides
+
+
+def with_overrides(cfg: FunnelConfig, name: str, overrides: dict[str, object]) -> FunnelConfig:
+    """A copy of `cfg` ranking with `name`, its section changed by dotted `overrides`."""
+    data = cfg.model_dump(mode="json")
+    data["rank"]["model"] = name
+    for key, value in overrides.items():
+        node = data["rank"][name]
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"[rank.{name}] has no setting '{key}'")
+        node[last] = value
+    return FunnelConfig.model_validate(data)
+
+
+class Rows:
+    """The ranker training rows of one funnel fit, caught as the capture ranker is fitted."""
+
+    def __init__(self) -> None:
+        self.args: dict[str, object] = {}
+
+    def fit_funnel(self, cfg: FunnelConfig, split: Split) -> Funnel:
+        cls = RANKERS[CAPTURE_MODEL]
+        original = cls.fit
+        rows = self
+
+        def grab(ranker, train_rows, labels, features, progress=False, specs=None, like=None):  # noqa: ANN001
+            rows.args = {"train_rows": train_rows, "labels": labels, "features": features, "specs": specs, "like": like}
+            return original(ranker, train_rows, labels, features, progress=progress, specs=specs, like=like)
+
+        capture = with_overrides(cfg, CAPTURE_MODEL, {"train.epochs": 1})
+        cls.fit = grab  # type: ignore[method-assign]
+        try:
+            return Funnel(capture).fit(split.fit, progress=False)
+        finally:
+            cls.fit = original  # type: ignore[method-assign]
+
+
+def swap_ranker(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> float:
+    """Train `cfg.rank.model` on the kept rows and put it into the fitted funnel ('none':
+    the merged recall order); returns the ranker's fit seconds."""
+    name = cfg.rank.model
+    funnel.config = cfg
+    funnel._reranker = None
+    fit_s = 0.0
+    if name == "none":
+        funnel.ranker, funnel.ranker_report = None, {}
+    else:
+        cls = RANKERS[name]
+        a = rows.args
+        t = time.perf_counter()
+        ranker = cls(getattr(cfg.rank, name))
+        if cls.uses_specs:
+            ranker.fit(a["train_rows"], a["labels"], a["features"], specs=a["specs"], like=a["like"])
+        else:
+            ranker.fit(a["train_rows"], a["labels"], a["features"])
+        fit_s = time.perf_counter() - t
+        funnel.ranker = ranker
+        funnel.ranker_report = {f"model:{k}": v for k, v in getattr(ranker, "report", {}).items()}
+    if cfg.rerank.diversity.exposure_penalty > 0:  # the exposure estimate depends on the ranker
+        funnel.catalog.set_exposure(funnel._expected_exposure(split.fit))
+    return fit_s
+
+
+def run_variant(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> dict:
+    fit_s = swap_ranker(funnel, rows, split, cfg)
+    ev = evaluate_fitted(funnel, split, progress=False)
+    return {
+        "NDCG@10": ev.result["final"]["NDCG@10"],
+        "HR@10": ev.result["final"]["HR@10"],
+        "ranked_HR@10": ev.result["ranked"]["HR@10"],
+        "fit_s": fit_s,
+        "report": getattr(funnel.ranker, "report", {}),
+    }
+
+
+def write(results: dict, stem: Path) -> None:
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"# Ranker settings on {results['dataset']}, {results['on']} split ({results['users']} users)",
+        "",
+        "Same recall and the same ranker training rows for every row (`bench/rank_tune.py`). "
+        "Best epoch and held-out score are the ranker's own early stopping on its held-out training queries.",
+        "",
+        "| variant | NDCG@10 | HR@10 | ranked HR@10 | best epoch | fit s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for variant, r in sorted(results["variants"].items(), key=lambda kv: -kv[1]["NDCG@10"]):
+        be = r["report"].get("best_epoch")
+        lines.append(
+            f"| `{variant}` | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['ranked_HR@10']:.4f} | "
+            f"{'–' if be is None else int(be)} | {r['fit_s']:.1f} |"
+        )
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("variants", nargs="+", help="'MODEL key=value ...' per variant")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ml-100k"))
+    ap.add_argument("--on", choices=("validation", "test"), default="validation")
+    ap.add_argument("--config", default=None, help="funnel config (default: the shipped default)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    ds = load_dataset(args.data)
+    split = leave_last_out(ds)
+    if args.on == "validation":
+        split = leave_last_out(split.fit)
+    base = load_config(args.config)
+    stem = Path(args.out) / f"rank_tune_{ds.name}_{args.on}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    results = {"dataset": ds.name, "on": args.on, "users": int(len(split)), "variants": {}}
+    if stem.with_suffix(".json").exists():
+        results["variants"] = json.loads(stem.with_suffix(".json").read_text())["variants"]
+    t = time.perf_counter()
+    rows = Rows()
+    funnel = rows.fit_funnel(base, split)
+    print(f"{ds.name} {args.on}: funnel and {len(rows.args['labels'])} ranker rows in {time.perf_counter() - t:.0f}s", flush=True)
+    for text in args.variants:
+        name, overrides = parse_variant(text)
+        cfg = with_overrides(base, name, overrides)
+        np.random.seed(0)
+        r = run_variant(funnel, rows, split, cfg)
+        results["variants"][" ".join(text.split())] = r
+        print(
+            f"{text:60s} NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} ranked HR@10 {r['ranked_HR@10']:.4f} "
+            f"best epoch {r['report'].get('best_epoch', '-')} fit {r['fit_s']:.0f}s",
+            flush=True,
+        )
+        write(results, stem)
+
+
+if __name__ == "__main__":
+    main()
