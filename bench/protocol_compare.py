@@ -27,7 +27,10 @@ Usage:
   python bench/protocol_compare.py [--data-root ../shared/data] [--datasets ml-100k beauty]
       [--channels itemcf,sasrec] [--skip-channels node2vec] [--rechub-models dssm,sasrec]
       [--skip-implicit] [--skip-channel-table] [--skip-rechub] [--skip-funnel]
-      [--skip-all-channels] [--max-epochs N]
+      [--skip-all-channels] [--max-epochs N] [--config configs/beauty.toml]
+
+`--config` reads the channels' (and the funnel's) settings from a TOML file that overrides
+the packaged defaults (fields left out keep them); rows measured with one say so.
 """
 
 from __future__ import annotations
@@ -102,9 +105,9 @@ def run_implicit_part(split: Split) -> dict[str, dict]:
     return rows
 
 
-def run_channel(split: Split, name: str, max_epochs: int | None, k: int = CHANNEL_K) -> dict:
+def run_channel(split: Split, name: str, max_epochs: int | None, k: int = CHANNEL_K, config: Path | None = None) -> dict:
     """One recall channel as the whole recommender: its top k for every test user."""
-    cfg = _channel_config(load_config(None), name)
+    cfg = _channel_config(load_config(config), name)
     cfg.enabled = True
     cfg.quota = k
     capped = _cap_epochs(cfg, max_epochs)
@@ -121,15 +124,19 @@ def run_channel(split: Split, name: str, max_epochs: int | None, k: int = CHANNE
     out = {**m, "fit_seconds": fit_s, "predict_seconds": predict_s, "measured": _now()}
     if capped:
         out["epochs_cap"] = max_epochs
+    if config is not None:
+        out["config"] = config.name
     report = getattr(src, "train_report", None)
     if report:
         out["best_epoch"] = report.get("best_epoch")
+        if report.get("val_ndcg10") is not None:
+            out["val_ndcg10"] = report["val_ndcg10"]
     return out
 
 
-def run_channels_part(split: Split, names: list[str], max_epochs: int | None, done: dict) -> dict:
+def run_channels_part(split: Split, names: list[str], max_epochs: int | None, done: dict, config: Path | None = None) -> dict:
     for name in names:
-        r = run_channel(split, name, max_epochs)
+        r = run_channel(split, name, max_epochs, config=config)
         done[name] = r
         print(f"channel {name:14s} HR@50 {r['HR@50']:.4f} HR@200 {r['HR@200']:.4f} NDCG@10 {r['NDCG@10']:.4f} "
               f"fit {r['fit_seconds']:.1f}s" + (f" (epochs capped at {max_epochs})" if "epochs_cap" in r else ""), flush=True)
@@ -153,15 +160,15 @@ def run_rechub_part(split: Split, models: list[str], max_epochs: int | None, don
     return {"version": rechub_version(), "models": done}
 
 
-def _bench_config(threads: int) -> FunnelConfig:
-    """The packaged default config, with the ranker's thread count set for this machine."""
-    cfg = load_config(None)
+def _bench_config(threads: int, config: Path | None = None) -> FunnelConfig:
+    """The packaged default config (or `config`), with the ranker's thread count set for this machine."""
+    cfg = load_config(config)
     cfg.rank.lightgbm.threads = threads
     return cfg
 
 
-def run_funnel_part(ds, split: Split, name: str, out: Path, threads: int) -> tuple[dict, dict, dict]:
-    cfg = _bench_config(threads)
+def run_funnel_part(ds, split: Split, name: str, out: Path, threads: int, config: Path | None = None) -> tuple[dict, dict, dict]:
+    cfg = _bench_config(threads, config)
     runs, rows = {}, {}
     for label, rank in (("funnel (lightgbm)", "lightgbm"), ("funnel (recall order)", "none")):
         c = cfg.model_copy(deep=True)
@@ -179,9 +186,9 @@ def run_funnel_part(ds, split: Split, name: str, out: Path, threads: int) -> tup
     return rows, runs["funnel (lightgbm)"], runs["funnel (recall order)"]
 
 
-def run_all_channels_part(ds, split: Split, skip: set[str], max_epochs: int | None, threads: int) -> dict:
+def run_all_channels_part(ds, split: Split, skip: set[str], max_epochs: int | None, threads: int, config: Path | None = None) -> dict:
     """The default funnel with every configured channel switched on (minus `skip`)."""
-    cfg = _bench_config(threads)
+    cfg = _bench_config(threads, config)
     enabled, capped = [], []
     for name in SOURCES:
         sub = getattr(cfg.recall, name, None)
@@ -199,7 +206,8 @@ def run_all_channels_part(ds, split: Split, skip: set[str], max_epochs: int | No
     print(f"funnel (all channels)  HR@10 {r['final']['HR@10']:.4f} NDCG@10 {r['final']['NDCG@10']:.4f} "
           f"pool HR@{r['pool']['size']} {r['pool']['HR']:.4f} wall {wall:.1f}s", flush=True)
     return {**r, "enabled": enabled, "skipped": sorted(skip & set(SOURCES)), "epochs_capped": capped,
-            "epochs_cap": max_epochs if capped else None, "wall_seconds": wall, "measured": _now()}
+            "epochs_cap": max_epochs if capped else None, "wall_seconds": wall, "measured": _now(),
+            **({"config": config.name} if config is not None else {})}
 
 
 # ---- floors --------------------------------------------------------------------------
@@ -274,7 +282,7 @@ def run_dataset(name: str, path: Path, out: Path, args: argparse.Namespace) -> d
         names = [n for n in (args.channels or list(SOURCES)) if n not in skip]
         mine["channels_standalone"] = {}
         for n in names:  # save after every channel: the slow ones come last
-            run_channels_part(split, [n], args.max_epochs, mine["channels_standalone"])
+            run_channels_part(split, [n], args.max_epochs, mine["channels_standalone"], args.config)
             save()
     if not args.skip_rechub:
         models = args.rechub_models or ["dssm", "youtubednn", "mind", "sasrec"]
@@ -283,13 +291,13 @@ def run_dataset(name: str, path: Path, out: Path, args: argparse.Namespace) -> d
             mine["rechub"] = run_rechub_part(split, [m], args.max_epochs, mine["rechub"]["models"])
             save()
     if not args.skip_funnel:
-        frows, lgbm, order = run_funnel_part(ds, split, name, out, args.threads)
+        frows, lgbm, order = run_funnel_part(ds, split, name, out, args.threads, args.config)
         mine.setdefault("models", {}).update(frows)
         mine["funnel"], mine["funnel_recall_order"] = lgbm, order
         mine["funnel_measured"] = _now()
         save()
     if not args.skip_all_channels:
-        mine["funnel_all_channels"] = run_all_channels_part(ds, split, skip, args.max_epochs, args.threads)
+        mine["funnel_all_channels"] = run_all_channels_part(ds, split, skip, args.max_epochs, args.threads, args.config)
     return save()
 
 
@@ -343,6 +351,7 @@ def markdown(results: list[dict]) -> str:
         if a:
             cap = f"; neural channels' epochs capped at {a['epochs_cap']} ({', '.join(a['epochs_capped'])})" if a.get("epochs_capped") else ""
             skipped = f"; left out: {', '.join(a['skipped'])}" if a.get("skipped") else ""
+            skipped += f"; settings from `configs/{a['config']}`" if a.get("config") else ""
             lines += [f"All channels enabled (LightGBM ranker; {len(a['enabled'])} channels{skipped}{cap}; "
                       f"wall {a['wall_seconds']:.0f} s, measured {a['measured']}):", "",
                       "| stage | HR |", "| --- | ---: |"]
@@ -382,6 +391,8 @@ def _standalone_table(r: dict) -> list[str]:
             note.append(f"epochs capped at {m['epochs_cap']}")
         if m.get("best_epoch"):
             note.append(f"best epoch {m['best_epoch']}")
+        if m.get("config"):
+            note.append(f"settings from `configs/{m['config']}`")
         out.append(f"| recfunnel channel | {name} | {_f(m.get('HR@50'))} | {_f(m.get('HR@200'))} | {_f(m['NDCG@10'])} | "
                    f"{m['fit_seconds']:.1f} | {'; '.join(note)} |")
     for name in IMPLICIT:
@@ -470,6 +481,7 @@ def main() -> int:
     ap.add_argument("--max-epochs", type=int, help="cap training epochs of neural channels and torch-rechub models (slow data sets)")
     for part in ("implicit", "channel-table", "rechub", "funnel", "all-channels"):
         ap.add_argument(f"--skip-{part}", action="store_true", help=f"do not rerun the {part} part (its previous numbers stay)")
+    ap.add_argument("--config", type=Path, help="TOML overriding the packaged default settings (e.g. configs/beauty.toml)")
     ap.add_argument("--threads", type=int, default=1, help="LightGBM ranker threads (default 1: the bench machine is shared)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()

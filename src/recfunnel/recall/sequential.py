@@ -46,12 +46,24 @@ class SASRecConfig(SequentialConfig):
 
     layers: int = Field(2, ge=1, description="Transformer blocks")
     heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
+    trim_padding: bool = Field(
+        False,
+        description="attention ignores padded positions (the original SASRec's key masking) and training batches "
+        "group similar history lengths, cut to their longest: the same model, several times faster where "
+        "most histories are far shorter than max_len (Beauty)",
+    )
 
 
 class GRU4RecConfig(SequentialConfig):
     """gru4rec: a GRU over the recent history (Hidasi et al. 2016), CE loss."""
 
     layers: int = Field(1, ge=1, description="stacked GRU layers")
+    trim_padding: bool = Field(
+        False,
+        description="the GRU starts at the user's first item (packed sequences) instead of running over the "
+        "padding, and training batches group similar history lengths, cut to their longest: several times "
+        "faster where most histories are far shorter than max_len (Beauty)",
+    )
 
 
 class SASRecNet(nn.Module):
@@ -67,15 +79,24 @@ class SASRecNet(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(c.dropout)
         self.scale = math.sqrt(d)
+        self.max_len, self.heads, self.trim_padding = c.max_len, c.heads, c.trim_padding
         nn.init.normal_(self.item.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.02)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        """(batch, n) left-padded tokens, n <= max_len -> (batch, n, dim); the last column
+        always has position max_len - 1, so a window cut of its leading padding reads the same."""
         n = seq.shape[1]
-        x = self.item(seq) * self.scale + self.pos(torch.arange(n, device=seq.device))
+        x = self.item(seq) * self.scale + self.pos(torch.arange(self.max_len - n, self.max_len, device=seq.device))
         x = self.drop(x) * (seq != PAD).unsqueeze(-1)
-        causal = nn.Transformer.generate_square_subsequent_mask(n, device=seq.device)
-        return self.norm(self.blocks(x, mask=causal, is_causal=True))
+        if not self.trim_padding:
+            causal = nn.Transformer.generate_square_subsequent_mask(n, device=seq.device)
+            return self.norm(self.blocks(x, mask=causal, is_causal=True))
+        # blocked: later positions and padded keys; a padded query keeps itself (no empty row, no NaN)
+        later = torch.ones(n, n, dtype=torch.bool, device=seq.device).triu(1)
+        pad = (seq == PAD).unsqueeze(1) & ~torch.eye(n, dtype=torch.bool, device=seq.device)
+        blocked = (later | pad).repeat_interleave(self.heads, dim=0)
+        return self.norm(self.blocks(x, mask=blocked))
 
 
 class GRU4RecNet(nn.Module):
@@ -85,11 +106,23 @@ class GRU4RecNet(nn.Module):
         self.item = nn.Embedding(n_items + 1, d, padding_idx=PAD)
         self.gru = nn.GRU(d, d, num_layers=c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
+        self.trim_padding = c.trim_padding
         nn.init.normal_(self.item.weight, std=0.02)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(self.drop(self.item(seq)))
-        return out
+        x = self.drop(self.item(seq))
+        if not self.trim_padding:
+            out, _ = self.gru(x)
+            return out
+        # left padding -> right padding, packed: the GRU reads only real items, from h0 = 0
+        n, d = seq.shape[1], x.shape[2]
+        lengths = (seq != PAD).sum(1).clamp(min=1)
+        shift = (n - lengths).unsqueeze(1)
+        cols = torch.arange(n, device=seq.device).unsqueeze(0)
+        right = x.gather(1, ((cols + shift) % n).unsqueeze(-1).expand(-1, -1, d))
+        packed = nn.utils.rnn.pack_padded_sequence(right, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=n)
+        return out.gather(1, ((cols - shift) % n).unsqueeze(-1).expand(-1, -1, d))
 
 
 def next_item_loss(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], n_negatives: int) -> torch.Tensor:
@@ -108,6 +141,25 @@ def next_item_loss(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], n_n
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], dim=1)
     return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=h.device))
+
+
+def length_batches(
+    x: torch.Tensor, y: torch.Tensor, lengths: np.ndarray, order: np.ndarray, bs: int, rng: np.random.Generator
+) -> list:
+    """Batches of similar-length windows, each cut to its longest history.
+
+    The shuffled order is sorted by length inside chunks of 64 batches (so batches still mix
+    differently every epoch), and the batches are served in random order.
+    """
+    chunk = 64 * bs
+    order = np.concatenate([o[np.argsort(lengths[o], kind="stable")] for o in np.split(order, range(chunk, len(order), chunk))])
+    batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+    out = []
+    for b in rng.permutation(len(batches)):
+        idx = torch.from_numpy(batches[b])
+        n = max(int(lengths[batches[b]].max()), 1)
+        out.append((x[idx, -n:], y[idx, -n:]))
+    return out
 
 
 class SequentialSource(EmbeddingSource):
@@ -136,10 +188,14 @@ class SequentialSource(EmbeddingSource):
         inputs, targets = training_windows(ds, c.max_len)
         x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
         bs = c.train.batch_size
+        lengths = (inputs != PAD).sum(axis=1)
 
         def epoch_steps(rng: np.random.Generator) -> list:
-            order = torch.from_numpy(rng.permutation(len(x)))
-            return [(x[order[i : i + bs]], y[order[i : i + bs]]) for i in range(0, len(x), bs)]
+            order = rng.permutation(len(x))
+            if not getattr(c, "trim_padding", False):
+                order = torch.from_numpy(order)
+                return [(x[order[i : i + bs]], y[order[i : i + bs]]) for i in range(0, len(x), bs)]
+            return length_batches(x, y, lengths, order, bs, rng)
 
         return train(
             net,
