@@ -118,6 +118,10 @@ def write(results: dict, out: Path) -> None:
             f"{f(ex.get('logloss'))} | {f(r.get('calibration_error'))} | {f(r.get('fit_rank_s'), 1)} | "
             f"{f(lat.get('p50_ms@200'), 2)} | {f(lat.get('p50_ms@1000'), 2)} |"
         )
+    notes = {r["note"] for r in results["rankers"].values() if r.get("note")}
+    for note in sorted(notes):
+        names = ", ".join(f"`{n}`" for n, r in results["rankers"].items() if r.get("note") == note)
+        lines += ["", f"{names}: {note}."]
     (out / "rank_compare.md").write_text("\n".join(lines) + "\n")
 
 
