@@ -98,6 +98,19 @@ class _Batches:
             yield {k: v[idx] for k, v in self.x.items()}, self.y[idx]
 
 
+def _record_checks(stopper) -> list[float]:  # noqa: ANN001 - torch-rechub's EarlyStopper
+    """The validation AUC of every epoch, as the trainer hands it to its early stopper."""
+    history: list[float] = []
+    check = stopper.stop_training
+
+    def recorded(score, weights):  # noqa: ANN001, ANN202
+        history.append(float(score))
+        return check(score, weights)
+
+    stopper.stop_training = recorded
+    return history
+
+
 def din_with_dense():  # noqa: ANN201 - a torch module class, built lazily
     from torch_rechub.basic.features import DenseFeature
     from torch_rechub.models.ranking import DIN
@@ -228,21 +241,18 @@ class RechubRanker(Ranker):
                     self.model, task_types=["classification", "classification"], optimizer_params=opt,
                     n_epoch=c.epochs, earlystop_taskid=0, earlystop_patience=c.patience, device="cpu", model_path=tmp,
                 )
-                log = trainer.fit(train_dl, val_dl)
-                epochs_run = len(log)
             else:
                 trainer = CTRTrainer(
                     self.model, optimizer_params=opt, n_epoch=c.epochs, earlystop_patience=c.patience,
                     device="cpu", model_path=tmp,
                 )
-                trainer.fit(train_dl, val_dl if len(va) else None)
-                epochs_run = -1  # CTRTrainer keeps no log
+            history = _record_checks(trainer.early_stopper)
+            trainer.fit(train_dl, val_dl if len(va) else None)
         self.model.eval()
-        stopper = trainer.early_stopper
         self.report: dict[str, float] = {
             "train_rows": float(len(tr)),
-            "best_val_auc": float(stopper.best_auc),
-            "epochs_run": float(epochs_run),
+            "epochs_run": float(len(history)),
+            "best_epoch": float(int(np.argmax(history)) + 1) if history else 0.0,
         }
         if len(va):
             p = self._probabilities(x, va)

@@ -10,7 +10,8 @@ recomputed with it, as a fit with that ranker would), and evaluated end to end o
 split by `evaluate_fitted`, then with rank_compare's example metrics (AUC, GAUC, logloss
 on the test step's merged pools) and latency (one request tiled to 200 / 1000 candidates).
 recfunnel's own DeepFM, trained in the same funnel, is evaluated too as a same-run control
-(stored under "rechub_run", not as a ranker row).
+(stored under "rechub_run"; also as the `deepfm` row where the results have none, e.g. a
+dataset bench/rank_compare.py has not been run on).
 
 Rows `rechub_deepfm`, `rechub_din`, `rechub_mmoe` are added to rank_compare.json (loaded
 from --out, else from bench/results) and rank_compare.md is rewritten with a note on them.
@@ -51,6 +52,7 @@ from recfunnel.features.specs import FeatureSpecs  # noqa: E402
 from recfunnel.funnel import Funnel  # noqa: E402
 from recfunnel.rank.metrics import auc, gauc  # noqa: E402
 
+CONTROL_NOTE = "recfunnel's own DeepFM in the same fitted funnel (the control of bench/rechub_rankers.py)"
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("rechub_deepfm", "rechub_din", "rechub_mmoe")
 NOTE = (
@@ -195,6 +197,8 @@ def main() -> None:
         ctrl["holdout_all"] = holdout_all(funnel.ranker, rows)
         print(_line("deepfm (ctrl)", ctrl), f"held-out (all) {ctrl['holdout_all']}", flush=True)
         run["control_deepfm"] = ctrl
+        if "deepfm" not in results["rankers"]:  # no rank_compare run on this data yet: the control is its row
+            results["rankers"]["deepfm"] = {**ctrl, "note": CONTROL_NOTE}
     for name in args.models.split(","):
         t = time.perf_counter()
         ranker, train_s = train_rechub(rows, name, epochs=args.epochs, verbose=args.verbose)

@@ -68,6 +68,7 @@ def test_rechub_ranker_scores_probabilities_and_beats_random(fitted, trained, na
     rand = gauc(rows.labels[held], np.random.default_rng(1).random(len(held)), test.query)
     assert got > rand + 0.1, (name, got, rand)
     assert r.report["holdout_auc"] > 0.6
+    assert 1 <= r.report["best_epoch"] <= r.report["epochs_run"] <= SMALL["epochs"]
 
 
 def test_serves_in_the_funnel_and_round_trips(fitted, trained, tmp_path):
