@@ -40,7 +40,7 @@ from recfunnel.rank.metrics import auc, gauc, logloss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from rank_tune import Rows, swap_ranker  # noqa: E402
+from rank_tune import fit_with_rows, swap_ranker  # noqa: E402
 MODELS = ("none", "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
 
 
@@ -126,6 +126,10 @@ def write(results: dict, stem: Path) -> None:
             f"{f(lat.get('p50_ms@200'), 2)} / {f(lat.get('p99_ms@200'), 2)} | "
             f"{f(lat.get('p50_ms@1000'), 2)} / {f(lat.get('p99_ms@1000'), 2)} |"
         )
+    notes = {r["note"] for r in results["rankers"].values() if r.get("note")}
+    for note in sorted(notes):
+        names = ", ".join(f"`{n}`" for n, r in results["rankers"].items() if r.get("note") == note)
+        lines += ["", f"{names}: {note}."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -151,10 +155,9 @@ def main() -> None:
         results = json.loads(stem.with_suffix(".json").read_text())
     base = load_config(args.config)
     t = time.perf_counter()
-    rows = Rows()
-    funnel = rows.fit_funnel(base, split)
+    funnel, rows = fit_with_rows(base, split)
     results["funnel_fit_s"] = time.perf_counter() - t
-    results["train_rows"] = int(len(rows.args["labels"]))
+    results["train_rows"] = int(len(rows.labels))
     print(f"funnel and {results['train_rows']} ranker rows in {results['funnel_fit_s']:.0f}s", flush=True)
     for name in args.models.split(","):
         data = base.model_dump(mode="json")
@@ -162,33 +165,41 @@ def main() -> None:
         cfg = FunnelConfig.model_validate(data)
         t = time.perf_counter()
         fit_s = swap_ranker(funnel, rows, split, cfg)
-        ev = evaluate_fitted(funnel, split, progress=False)
-        wall = time.perf_counter() - t
-        ex, first = example_metrics(funnel, split)
-        rep = ev.result["ranker"]
-        row = {
-            "NDCG@10": ev.result["final"]["NDCG@10"],
-            "HR@10": ev.result["final"]["HR@10"],
-            "ranked": ev.result["ranked"],
-            "examples": ex,
-            "calibration_error": rep.get("model:calibration_error"),
-            "calibration_error_raw": rep.get("model:calibration_error_raw"),
-            "holdout": {k[6:]: v for k, v in rep.items() if k.startswith("model:")},
-            "settings": data["rank"].get(name),
-            "fit_rank_s": fit_s if name != "none" else None,
-            "wall_s": wall,
-            "latency": latency(funnel, first),
-        }
+        row = measure(funnel, split, fit_s if name != "none" else None, t)
+        row["settings"] = data["rank"].get(name)
         results["rankers"][name] = row
-        print(
-            f"{name:14s} NDCG@10 {row['NDCG@10']:.4f} HR@10 {row['HR@10']:.4f} "
-            f"AUC {ex.get('AUC', float('nan')):.4f} GAUC {ex.get('GAUC', float('nan')):.4f} "
-            f"logloss {ex.get('logloss') if ex.get('logloss') is not None else float('nan'):.4f} "
-            f"calib {row['calibration_error'] if row['calibration_error'] is not None else float('nan'):.4f} "
-            f"fit:rank {row['fit_rank_s'] or 0:.1f}s wall {wall:.0f}s latency {row['latency']}",
-            flush=True,
-        )
+        print(line(name, row), flush=True)
         write(results, stem)
+
+
+def measure(funnel, split, fit_s: float | None, wall_from: float) -> dict:  # noqa: ANN001
+    """One ranker's row: end to end, example metrics, calibration, latency."""
+    ev = evaluate_fitted(funnel, split, progress=False)
+    ex, first = example_metrics(funnel, split)
+    rep = ev.result["ranker"]
+    return {
+        "NDCG@10": ev.result["final"]["NDCG@10"],
+        "HR@10": ev.result["final"]["HR@10"],
+        "ranked": ev.result["ranked"],
+        "examples": ex,
+        "calibration_error": rep.get("model:calibration_error"),
+        "calibration_error_raw": rep.get("model:calibration_error_raw"),
+        "holdout": {k[6:]: v for k, v in rep.items() if k.startswith("model:")},
+        "fit_rank_s": fit_s,
+        "wall_s": time.perf_counter() - wall_from,
+        "latency": latency(funnel, first),
+    }
+
+
+def line(name: str, row: dict) -> str:
+    ex, nan = row["examples"], float("nan")
+    ll, cal = ex.get("logloss"), row["calibration_error"]
+    return (
+        f"{name:14s} NDCG@10 {row['NDCG@10']:.4f} HR@10 {row['HR@10']:.4f} AUC {ex.get('AUC', nan):.4f} "
+        f"GAUC {ex.get('GAUC', nan):.4f} logloss {ll if ll is not None else nan:.4f} "
+        f"calib {cal if cal is not None else nan:.4f} fit:rank {row['fit_rank_s'] or 0:.1f}s "
+        f"wall {row['wall_s']:.0f}s latency " + " ".join(f"{k} {v:.2f}" for k, v in row["latency"].items())
+    )
 
 
 if __name__ == "__main__":

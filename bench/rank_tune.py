@@ -21,17 +21,21 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from recfunnel.candidates import Candidates  # noqa: E402
 from recfunnel.config import FunnelConfig, load_config  # noqa: E402
 from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import Split, leave_last_out  # noqa: E402
 from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
+from recfunnel.features.specs import FeatureSpecs  # noqa: E402
 from recfunnel.funnel import RANKERS, Funnel  # noqa: E402
+from recfunnel.rank.base import Ranker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURE_MODEL = "lr"  # any ranker that reads the point-in-time specs makes the full rows
@@ -68,52 +72,67 @@ def with_overrides(cfg: FunnelConfig, name: str, overrides: dict[str, object]) -
     return FunnelConfig.model_validate(data)
 
 
+@dataclass
 class Rows:
-    """The ranker training rows of one funnel fit, caught as the capture ranker is fitted."""
+    """The ranker training rows of one funnel fit, as its ranker's fit received them."""
 
-    def __init__(self) -> None:
-        self.args: dict[str, object] = {}
+    train: Candidates
+    labels: np.ndarray
+    features: list[str]
+    specs: FeatureSpecs | None
+    like: np.ndarray | None
 
-    def fit_funnel(self, cfg: FunnelConfig, split: Split) -> Funnel:
-        cls = RANKERS[CAPTURE_MODEL]
-        original = cls.fit
-        rows = self
 
-        def grab(ranker, train_rows, labels, features, progress=False, specs=None, like=None):  # noqa: ANN001
-            rows.args = {"train_rows": train_rows, "labels": labels, "features": features, "specs": specs, "like": like}
-            return original(ranker, train_rows, labels, features, progress=progress, specs=specs, like=like)
+def fit_with_rows(cfg: FunnelConfig, split: Split) -> tuple[Funnel, Rows]:
+    """The funnel fitted on `split.fit` and its ranker training rows, caught as a cheap
+    ranker that reads the point-in-time specs (so every ranker's inputs are built) is fitted."""
+    cls = RANKERS[CAPTURE_MODEL]
+    original = cls.fit
+    got: list[Rows] = []
 
-        capture = with_overrides(cfg, CAPTURE_MODEL, {"train.epochs": 1})
-        cls.fit = grab  # type: ignore[method-assign]
-        try:
-            return Funnel(capture).fit(split.fit, progress=False)
-        finally:
-            cls.fit = original  # type: ignore[method-assign]
+    def grab(ranker, train_rows, labels, features, progress=False, specs=None, like=None):  # noqa: ANN001
+        got.append(Rows(train_rows, labels, list(features), specs, like))
+        return original(ranker, train_rows, labels, features, progress=progress, specs=specs, like=like)
+
+    capture = with_overrides(cfg, CAPTURE_MODEL, {"train.epochs": 1})
+    cls.fit = grab  # type: ignore[method-assign]
+    try:
+        funnel = Funnel(capture).fit(split.fit, progress=False)
+    finally:
+        cls.fit = original  # type: ignore[method-assign]
+    assert len(got) == 1, "the funnel fitted its ranker more than once"
+    return funnel, got[0]
+
+
+def train_ranker(rows: Rows, cfg: FunnelConfig) -> tuple[Ranker, float]:
+    """`cfg.rank.model` trained on the kept rows, and its fit seconds."""
+    name = cfg.rank.model
+    cls = RANKERS[name]
+    t = time.perf_counter()
+    ranker = cls(getattr(cfg.rank, name))
+    if cls.uses_specs:
+        ranker.fit(rows.train, rows.labels, rows.features, specs=rows.specs, like=rows.like)
+    else:
+        ranker.fit(rows.train, rows.labels, rows.features)
+    return ranker, time.perf_counter() - t
+
+
+def install_ranker(funnel: Funnel, split: Split, cfg: FunnelConfig, ranker: Ranker | None) -> None:
+    """Serve `ranker` (None: the merged recall order) in the fitted funnel under `cfg`, and
+    redo what the fit derived from its ranker (the re-ranker's expected exposure)."""
+    funnel.config = cfg
+    funnel._reranker = None
+    funnel.ranker = ranker
+    funnel.ranker_report = {f"model:{k}": v for k, v in getattr(ranker, "report", {}).items()}
+    if cfg.rerank.diversity.exposure_penalty > 0:
+        funnel.catalog.set_exposure(funnel._expected_exposure(split.fit))
 
 
 def swap_ranker(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> float:
-    """Train `cfg.rank.model` on the kept rows and put it into the fitted funnel ('none':
-    the merged recall order); returns the ranker's fit seconds."""
-    name = cfg.rank.model
-    funnel.config = cfg
-    funnel._reranker = None
-    fit_s = 0.0
-    if name == "none":
-        funnel.ranker, funnel.ranker_report = None, {}
-    else:
-        cls = RANKERS[name]
-        a = rows.args
-        t = time.perf_counter()
-        ranker = cls(getattr(cfg.rank, name))
-        if cls.uses_specs:
-            ranker.fit(a["train_rows"], a["labels"], a["features"], specs=a["specs"], like=a["like"])
-        else:
-            ranker.fit(a["train_rows"], a["labels"], a["features"])
-        fit_s = time.perf_counter() - t
-        funnel.ranker = ranker
-        funnel.ranker_report = {f"model:{k}": v for k, v in getattr(ranker, "report", {}).items()}
-    if cfg.rerank.diversity.exposure_penalty > 0:  # the exposure estimate depends on the ranker
-        funnel.catalog.set_exposure(funnel._expected_exposure(split.fit))
+    """Train `cfg.rank.model` on the kept rows and serve it ('none': the merged recall
+    order); returns the ranker's fit seconds."""
+    ranker, fit_s = (None, 0.0) if cfg.rank.model == "none" else train_ranker(rows, cfg)
+    install_ranker(funnel, split, cfg, ranker)
     return fit_s
 
 
@@ -168,9 +187,8 @@ def main() -> None:
     if stem.with_suffix(".json").exists():
         results["variants"] = json.loads(stem.with_suffix(".json").read_text())["variants"]
     t = time.perf_counter()
-    rows = Rows()
-    funnel = rows.fit_funnel(base, split)
-    print(f"{ds.name} {args.on}: funnel and {len(rows.args['labels'])} ranker rows in {time.perf_counter() - t:.0f}s", flush=True)
+    funnel, rows = fit_with_rows(base, split)
+    print(f"{ds.name} {args.on}: funnel and {len(rows.labels)} ranker rows in {time.perf_counter() - t:.0f}s", flush=True)
     for text in args.variants:
         name, overrides = parse_variant(text)
         cfg = with_overrides(base, name, overrides)

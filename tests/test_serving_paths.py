@@ -78,6 +78,7 @@ def test_single_query_top_k_equals_batch():
 def funnel(planted_split):
     split, _ = planted_split
     cfg = small_config()
+    cfg.rank.model = "lightgbm"  # the native (compiled trees) path is LightGBM's
     cfg.rank.lightgbm.threads = 1
     return Funnel(cfg).fit(split.fit, progress=False)
 
