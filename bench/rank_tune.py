@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,38 +39,31 @@ from recfunnel.funnel import RANKERS, Funnel  # noqa: E402
 from recfunnel.rank.base import Ranker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from config_override import override  # noqa: E402
 CAPTURE_MODEL = "lr"  # any ranker that reads the point-in-time specs makes the full rows
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, object]]:
-    """'deepfm loss=listwise train.learning_rate=1e-3' -> ('deepfm', {...}); values are JSON
-    where they parse (numbers, lists, true/false), strings otherwise."""
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """'deepfm loss=listwise train.learning_rate=1e-3' -> ('deepfm', {key: raw value})."""
     name, *pairs = text.split()
-    overrides: dict[str, object] = {}
+    overrides: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise SystemExit(f"variant '{text}': '{pair}' is not key=value")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
+        overrides[key] = raw
     return name, overrides
 
 
-def with_overrides(cfg: FunnelConfig, name: str, overrides: dict[str, object]) -> FunnelConfig:
-    """A copy of `cfg` ranking with `name`, its section changed by dotted `overrides`."""
-    data = cfg.model_dump(mode="json")
-    data["rank"]["model"] = name
-    for key, value in overrides.items():
-        node = data["rank"][name]
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        if last not in node:
-            raise SystemExit(f"[rank.{name}] has no setting '{key}'")
-        node[last] = value
-    return FunnelConfig.model_validate(data)
+def with_overrides(cfg: FunnelConfig, name: str, overrides: dict[str, str]) -> FunnelConfig:
+    """A copy of `cfg` ranking with `name`, its `[rank.<name>]` section changed by dotted
+    `overrides` (values JSON where they parse)."""
+    section = getattr(cfg.rank, name)
+    for key, raw in overrides.items():
+        section = override(section, key, raw)
+    rank = cfg.rank.model_copy(update={"model": name, name: section})
+    return cfg.model_copy(update={"rank": rank})
 
 
 @dataclass
@@ -94,7 +88,7 @@ def fit_with_rows(cfg: FunnelConfig, split: Split) -> tuple[Funnel, Rows]:
         got.append(Rows(train_rows, labels, list(features), specs, like))
         return original(ranker, train_rows, labels, features, progress=progress, specs=specs, like=like)
 
-    capture = with_overrides(cfg, CAPTURE_MODEL, {"train.epochs": 1})
+    capture = with_overrides(cfg, CAPTURE_MODEL, {"train.epochs": "1"})
     cls.fit = grab  # type: ignore[method-assign]
     try:
         funnel = Funnel(capture).fit(split.fit, progress=False)

@@ -24,6 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from config_override import override  # noqa: E402
 from recfunnel.config import load_config  # noqa: E402
 from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import leave_last_out  # noqa: E402
@@ -51,18 +52,6 @@ compare directly.)
 """
 
 
-def _override(cfg, dotted: str, raw: str):  # noqa: ANN001, ANN202
-    """cfg with the field at `dotted` (a.b.c) set to the JSON value `raw` (or the string)."""
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    head, _, rest = dotted.partition(".")
-    if rest:
-        return cfg.model_copy(update={head: _override(getattr(cfg, head), rest, raw)})
-    return type(cfg).model_validate({**cfg.model_dump(), head: value})
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-beauty-s3rec")
@@ -77,8 +66,8 @@ def main() -> int:
     cfg = getattr(load_config(args.config).recall, args.channel).model_copy(deep=True)
     for item in args.set:
         field, _, raw = item.partition("=")
-        cfg = _override(cfg, field, raw)
-    cfg = _override(cfg, "train.refit", "false")
+        cfg = override(cfg, field, raw)
+    cfg = override(cfg, "train.refit", "false")
     cfg.enabled = True
     t = time.perf_counter()
     src = SOURCES[args.channel](cfg).fit(split.fit)

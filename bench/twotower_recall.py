@@ -24,6 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from config_override import override  # noqa: E402
 from recfunnel.config import RecallConfig  # noqa: E402
 from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import leave_last_out  # noqa: E402
@@ -34,18 +35,6 @@ from recfunnel.query import QueryBatch, history_queries  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("popular", "cooccur", "dssm", "youtubednn", "mind")
 K = 200
-
-
-def _override(cfg, dotted: str, raw: str):  # noqa: ANN001, ANN202
-    """cfg with the field at `dotted` (a.b.c) set to the JSON value `raw` (or the string)."""
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    head, _, rest = dotted.partition(".")
-    if rest:
-        return cfg.model_copy(update={head: _override(getattr(cfg, head), rest, raw)})
-    return type(cfg).model_validate({**cfg.model_dump(), head: value})
 
 
 def run_channel(name: str, cfg, split) -> dict:  # noqa: ANN001
@@ -102,9 +91,9 @@ def main() -> None:
             key, _, raw = item.partition("=")
             ch, _, field = key.partition(".")
             if ch == name:
-                cfg = _override(cfg, field, raw)
+                cfg = override(cfg, field, raw)
         if args.quiet and hasattr(cfg, "train"):
-            cfg = _override(cfg, "train.progress", "false")
+            cfg = override(cfg, "train.progress", "false")
         rows[name] = run_channel(name, cfg, split)
         configs[name] = cfg.model_dump(mode="json")
         r = rows[name]
