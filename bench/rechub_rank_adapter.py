@@ -53,7 +53,7 @@ from recfunnel.features.specs import FeatureSpecs
 from recfunnel.persist import read_json, write_json
 from recfunnel.rank.base import Ranker, RankerConfig
 from recfunnel.rank.metrics import auc, calibration_error, gauc, logloss
-from recfunnel.rank.neural import NeuralRanker
+from recfunnel.rank.neural import NeuralRanker, fused_log_odds
 
 SCORE_CHUNK = 16384
 
@@ -291,11 +291,7 @@ class RechubRanker(Ranker):
     def score(self, cands: Candidates) -> np.ndarray:
         if len(cands) == 0:
             return np.empty(0, dtype=np.float32)
-        p = self.head_probabilities(cands)
-        if p.shape[1] == 1:
-            return p[:, 0]
-        c = self.config
-        return (c.fusion_interact * p[:, 0] + c.fusion_like * p[:, 1]).astype(np.float32)
+        return fused_log_odds(self.head_probabilities(cands), getattr(self.config, "fusion_interact", 1.0), getattr(self.config, "fusion_like", 0.0))
 
     # ---- persistence -------------------------------------------------------------
     def save(self, directory: Path) -> None:

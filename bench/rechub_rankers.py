@@ -50,8 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("rechub_deepfm", "rechub_din", "rechub_mmoe")
 NOTE = (
     "torch-rechub 0.9.0 models trained by its CTRTrainer/MTLTrainer on the same training rows as deepfm "
-    "(bench/rechub_rankers.py); scores are raw sigmoid outputs (no Platt scaling, so calib. err. is uncalibrated, "
-    "on all held-out queries); MMoE ranks by 1.0 P(interact) + 0.5 P(like)"
+    "(bench/rechub_rankers.py); probabilities are raw sigmoid outputs (no Platt scaling, so calib. err. is uncalibrated, "
+    "on all held-out queries), ranked and re-ranked by their log-odds as recfunnel's rankers are; MMoE by the "
+    "log-odds of (1.0 P(interact) + 0.5 P(like)) / 1.5"
 )
 
 

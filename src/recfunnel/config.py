@@ -87,7 +87,7 @@ class RankConfig(_Strict):
         0.2, gt=0, le=1, description="... but at most this share of a user's interactions (at least one)"
     )
     max_train_queries: int = Field(
-        20000, ge=1, description="training queries kept (a random sample) when there are more"
+        60000, ge=1, description="training queries kept (a random sample) when there are more"
     )
     negatives_per_query: int = Field(
         100, ge=1, description="pool negatives sampled per training query (the positive is always kept)"
