@@ -367,8 +367,9 @@ def fused_log_odds(p: np.ndarray, w_interact: float, w_like: float) -> np.ndarra
     order as the configured weighted sum). Log-odds, not probabilities, because the
     re-ranker scales each list's scores to [0, 1] for MMR/DPP relevance: probabilities
     squash everything below the top few items to ~0, so diversity would decide nearly
-    every slot (Beauty validation, Wide&Deep: final NDCG@10 0.0717 with probabilities,
-    0.0728 with log-odds, same ranked order), while log-odds spread like LambdaRank's.
+    every slot, while log-odds spread like LambdaRank's (Beauty validation, Wide&Deep, same
+    ranked order: final NDCG@10 0.0737 with probabilities, 0.0749 with log-odds;
+    bench/results/rank_tune_Beauty_validation_q60k*.md).
     """
     if p.shape[1] == 1:
         v = p[:, 0].astype(np.float64)
