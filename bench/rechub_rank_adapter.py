@@ -31,8 +31,8 @@ outputs, Adam lr 1e-3 with rechub's default weight decay 1e-5, batch 1024, at mo
 epochs, early stopping on the held-out queries' AUC with patience 2 (recfunnel's
 settings, except its lr of 2e-3). The loaders yield what a `DataLoader` over rechub's
 `TorchDataset` yields (a dict of column tensors and the labels), indexed a batch at a
-time. Scores are the models' sigmoid outputs, uncalibrated (recfunnel's rankers are
-Platt-scaled); MMoE ranks by 1.0 x P(interact) + 0.5 x P(like), recfunnel's fusion.
+time. Probabilities are the models' sigmoid outputs, uncalibrated (recfunnel's rankers are
+Platt-scaled); MMoE ranks by the log-odds of (1.0 x P(interact) + 0.5 x P(like)) / 1.5, recfunnel's fusion.
 """
 
 from __future__ import annotations
@@ -291,7 +291,9 @@ class RechubRanker(Ranker):
     def score(self, cands: Candidates) -> np.ndarray:
         if len(cands) == 0:
             return np.empty(0, dtype=np.float32)
-        return fused_log_odds(self.head_probabilities(cands), getattr(self.config, "fusion_interact", 1.0), getattr(self.config, "fusion_like", 0.0))
+        c = self.config
+        weights = (c.fusion_interact, c.fusion_like) if self.heads == 2 else (1.0,)
+        return fused_log_odds(self.head_probabilities(cands), weights)
 
     # ---- persistence -------------------------------------------------------------
     def save(self, directory: Path) -> None:

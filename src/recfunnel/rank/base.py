@@ -33,7 +33,10 @@ class Ranker(ABC):
         """Learn from candidates of known outcome (label 1 = the item the user took)."""
 
     @abstractmethod
-    def score(self, cands: Candidates) -> np.ndarray: ...
+    def score(self, cands: Candidates) -> np.ndarray:
+        """One value per candidate, larger is better, on a log-odds-like scale (LambdaRank
+        scores, calibrated log-odds): the re-ranker min-max scales them per list as MMR/DPP
+        relevance, so a squashed scale such as raw probabilities would hand it flat lists."""
 
     @abstractmethod
     def save(self, directory: Path) -> None: ...

@@ -277,7 +277,9 @@ class NeuralRanker(Ranker):
     def score(self, cands: Candidates) -> np.ndarray:
         if len(cands) == 0:
             return np.empty(0, dtype=np.float32)
-        return fused_log_odds(self.head_probabilities(cands), getattr(self.config, "fusion_interact", 1.0), getattr(self.config, "fusion_like", 0.0))
+        c = self.config
+        weights = (c.fusion_interact, c.fusion_like) if isinstance(c, MultiTaskConfig) else (1.0,)
+        return fused_log_odds(self.head_probabilities(cands), weights)
 
     # ---- persistence -------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -360,23 +362,18 @@ def _query_softmax_loss(logits: torch.Tensor, y: torch.Tensor, q: torch.Tensor) 
     return (lse[inv[pos]] - logits[pos]).mean()
 
 
-def fused_log_odds(p: np.ndarray, w_interact: float, w_like: float) -> np.ndarray:
-    """The ranking value of (n, heads) calibrated probabilities, as log-odds.
+def fused_log_odds(p: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
+    """The ranking value of (n, heads) probabilities: the log-odds of their weighted mean.
 
-    One head: its log-odds. Two: the log-odds of the weighted mean of the heads (same
-    order as the configured weighted sum). Log-odds, not probabilities, because the
+    One head: its log-odds. Two: the same order as the configured weighted sum. Log-odds, not probabilities, because the
     re-ranker scales each list's scores to [0, 1] for MMR/DPP relevance: probabilities
     squash everything below the top few items to ~0, so diversity would decide nearly
     every slot, while log-odds spread like LambdaRank's (Beauty validation, Wide&Deep, same
     ranked order: final NDCG@10 0.0737 with probabilities, 0.0749 with log-odds;
     bench/results/rank_tune_Beauty_validation_q60k*.md).
     """
-    if p.shape[1] == 1:
-        v = p[:, 0].astype(np.float64)
-    else:
-        total = w_interact + w_like
-        v = (w_interact * p[:, 0] + w_like * p[:, 1]) / (total if total > 0 else 1.0)
-    v = np.clip(v, 1e-7, 1 - 1e-7)
+    w = np.asarray(weights, dtype=np.float64)
+    v = np.clip(p.astype(np.float64) @ w / max(float(w.sum()), 1e-12), 1e-7, 1 - 1e-7)
     return (np.log(v) - np.log1p(-v)).astype(np.float32)
 
 
