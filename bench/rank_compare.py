@@ -29,51 +29,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from recfunnel.candidates import Candidates  # noqa: E402
 from recfunnel.config import FunnelConfig, load_config  # noqa: E402
 from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import leave_last_out  # noqa: E402
 from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
-from recfunnel.funnel import BATCH  # noqa: E402
-from recfunnel.query import QueryBatch, history_queries  # noqa: E402
-from recfunnel.rank.metrics import auc, gauc, logloss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from rank_tune import fit_with_rows, swap_ranker  # noqa: E402
+from rank_tune import example_metrics, fit_with_rows, swap_ranker  # noqa: E402
 MODELS = ("none", "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
-
-
-def example_metrics(funnel, split) -> tuple[dict, Candidates | None]:
-    """AUC/GAUC/logloss of the ranker's scores on the test step's merged pools."""
-    if funnel.ranker is None:
-        return {}, None
-    fit = split.fit
-    queries = history_queries(fit, split.users, split.ts, n=funnel.config.n)
-    ys, ss, ps, qs, first = [], [], [], [], None
-    heads = getattr(funnel.ranker, "head_probabilities", None)
-    for start in range(0, len(queries), BATCH):
-        batch = QueryBatch(queries[start : start + BATCH], fit.n_items)
-        ranked = funnel.run(batch, keep_stages=True).ranked
-        target = split.items[start : start + BATCH]
-        ys.append((ranked.item == target[ranked.query]).astype(np.float32))
-        ss.append(ranked.score.astype(np.float64))
-        if heads is not None:
-            ps.append(heads(ranked)[:, 0].astype(np.float64))  # P(interact), also for fused scores
-        qs.append(ranked.query.astype(np.int64) + start)
-        if first is None:
-            first = (batch, ranked)
-    y, s, q = np.concatenate(ys), np.concatenate(ss), np.concatenate(qs)
-    has_pos = np.zeros(len(queries), dtype=bool)
-    has_pos[q[y > 0]] = True
-    keep = has_pos[q]
-    out = {
-        "pool_rows": int(len(y)),
-        "AUC": auc(y, s),
-        "GAUC": float(gauc(y[keep], s[keep], q[keep])),
-        "logloss": logloss(y, np.concatenate(ps)) if ps else None,
-    }
-    return out, first
 
 
 def latency(funnel, first) -> dict:

@@ -35,8 +35,10 @@ from recfunnel.data.loaders import load_dataset  # noqa: E402
 from recfunnel.data.split import Split, leave_last_out  # noqa: E402
 from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
 from recfunnel.features.specs import FeatureSpecs  # noqa: E402
-from recfunnel.funnel import RANKERS, Funnel  # noqa: E402
+from recfunnel.funnel import BATCH, RANKERS, Funnel  # noqa: E402
+from recfunnel.query import QueryBatch, history_queries  # noqa: E402
 from recfunnel.rank.base import Ranker  # noqa: E402
+from recfunnel.rank.metrics import auc, gauc, logloss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -130,7 +132,9 @@ def swap_ranker(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> 
     return fit_s
 
 
-def run_variant(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> dict:
+def run_variant(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig, examples: bool = False) -> dict:
+    """End-to-end NDCG@10 / HR@10 with `cfg`'s ranker; with `examples`, also its AUC and
+    GAUC on the evaluated step's merged pools (as bench/rank_compare.py reports them)."""
     fit_s = swap_ranker(funnel, rows, split, cfg)
     ev = evaluate_fitted(funnel, split, progress=False)
     return {
@@ -139,7 +143,40 @@ def run_variant(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> 
         "ranked_HR@10": ev.result["ranked"]["HR@10"],
         "fit_s": fit_s,
         "report": getattr(funnel.ranker, "report", {}),
+        **({"examples": example_metrics(funnel, split)[0]} if examples else {}),
     }
+
+
+def example_metrics(funnel, split) -> tuple[dict, Candidates | None]:
+    """AUC/GAUC/logloss of the ranker's scores on the test step's merged pools."""
+    if funnel.ranker is None:
+        return {}, None
+    fit = split.fit
+    queries = history_queries(fit, split.users, split.ts, n=funnel.config.n)
+    ys, ss, ps, qs, first = [], [], [], [], None
+    heads = getattr(funnel.ranker, "head_probabilities", None)
+    for start in range(0, len(queries), BATCH):
+        batch = QueryBatch(queries[start : start + BATCH], fit.n_items)
+        ranked = funnel.run(batch, keep_stages=True).ranked
+        target = split.items[start : start + BATCH]
+        ys.append((ranked.item == target[ranked.query]).astype(np.float32))
+        ss.append(ranked.score.astype(np.float64))
+        if heads is not None:
+            ps.append(heads(ranked)[:, 0].astype(np.float64))  # P(interact), also for fused scores
+        qs.append(ranked.query.astype(np.int64) + start)
+        if first is None:
+            first = (batch, ranked)
+    y, s, q = np.concatenate(ys), np.concatenate(ss), np.concatenate(qs)
+    has_pos = np.zeros(len(queries), dtype=bool)
+    has_pos[q[y > 0]] = True
+    keep = has_pos[q]
+    out = {
+        "pool_rows": int(len(y)),
+        "AUC": auc(y, s),
+        "GAUC": float(gauc(y[keep], s[keep], q[keep])),
+        "logloss": logloss(y, np.concatenate(ps)) if ps else None,
+    }
+    return out, first
 
 
 def write(results: dict, stem: Path) -> None:
@@ -150,14 +187,15 @@ def write(results: dict, stem: Path) -> None:
         "Same recall and the same ranker training rows for every row (`bench/rank_tune.py`). "
         "Best epoch and held-out score are the ranker's own early stopping on its held-out training queries.",
         "",
-        "| variant | NDCG@10 | HR@10 | ranked HR@10 | best epoch | fit s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | NDCG@10 | HR@10 | ranked HR@10 | AUC | GAUC | best epoch | fit s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for variant, r in sorted(results["variants"].items(), key=lambda kv: -kv[1]["NDCG@10"]):
-        be = r["report"].get("best_epoch")
+        be, ex = r["report"].get("best_epoch"), r.get("examples", {})
         lines.append(
             f"| `{variant}` | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['ranked_HR@10']:.4f} | "
-            f"{'–' if be is None else int(be)} | {r['fit_s']:.1f} |"
+            + " | ".join("–" if ex.get(k) is None else f"{ex[k]:.4f}" for k in ("AUC", "GAUC"))
+            + f" | {'–' if be is None else int(be)} | {r['fit_s']:.1f} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -169,6 +207,7 @@ def main() -> None:
     ap.add_argument("--on", choices=("validation", "test"), default="validation")
     ap.add_argument("--config", default=None, help="funnel config (default: the shipped default)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--examples", action="store_true", help="also AUC/GAUC on the evaluated step's merged pools")
     args = ap.parse_args()
     ds = load_dataset(args.data)
     split = leave_last_out(ds)
@@ -187,11 +226,12 @@ def main() -> None:
         name, overrides = parse_variant(text)
         cfg = with_overrides(base, name, overrides)
         np.random.seed(0)
-        r = run_variant(funnel, rows, split, cfg)
+        r = run_variant(funnel, rows, split, cfg, examples=args.examples)
         results["variants"][" ".join(text.split())] = r
         print(
             f"{text:60s} NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} ranked HR@10 {r['ranked_HR@10']:.4f} "
-            f"best epoch {r['report'].get('best_epoch', '-')} fit {r['fit_s']:.0f}s",
+            f"best epoch {r['report'].get('best_epoch', '-')} fit {r['fit_s']:.0f}s "
+            + (f"AUC {r['examples']['AUC']:.4f} GAUC {r['examples']['GAUC']:.4f}" if "examples" in r else ""),
             flush=True,
         )
         write(results, stem)

@@ -87,6 +87,26 @@ def test_listwise_loss_orders_each_query(loss, rows, tmp_path):
     np.testing.assert_array_equal(type(model).load(tmp_path / loss).score(test), s)
 
 
+def test_excluded_features_are_not_read(rows, tmp_path):
+    """`exclude_features` drops an input from the model (a saved model keeps it out);
+    a feature whose table a sequence shares cannot be dropped."""
+    cands, label, is_test, _ = rows
+    model = _fit("widedeep", rows, exclude_features=["user_id"])
+    assert "user_id" not in model.features and "item_id" in model.features
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    s = model.score(test)
+    shuffled = test.take(np.arange(len(test)))
+    shuffled.features["user_id"] = np.random.default_rng(2).permutation(shuffled.features["user_id"])
+    np.testing.assert_array_equal(model.score(shuffled), s)
+    model.save(tmp_path / "x")
+    assert "user_id" not in type(model).load(tmp_path / "x").features
+    with pytest.raises(ValueError, match="shares its embedding table"):
+        _fit("widedeep", rows, exclude_features=["item_id"])
+    with pytest.raises(ValueError, match="no such features"):
+        _fit("widedeep", rows, exclude_features=["nope"])
+
+
 def test_query_batches_keep_queries_whole():
     from recfunnel.rank.neural import _query_batches, _query_softmax_loss, _rows_by_query
 

@@ -50,6 +50,21 @@ class FeatureSpecs:
         extra = [d for d in self.dense if d not in dense]
         return FeatureSpecs(list(self.sparse), list(dense) + extra, list(self.sequence))
 
+    def without(self, names: list[str]) -> "FeatureSpecs":
+        """The same specs less the features in `names` (a sequence's shared table stays)."""
+        drop = set(names)
+        unknown = drop - set(self.names)
+        if unknown:
+            raise ValueError(f"no such features to leave out: {sorted(unknown)} (have {self.names})")
+        shared = drop & {s.table for s in self.sequence if s.name not in drop}
+        if shared:
+            raise ValueError(f"cannot leave out {sorted(shared)}: a sequence feature shares its embedding table")
+        return FeatureSpecs(
+            [s for s in self.sparse if s.name not in drop],
+            [d for d in self.dense if d not in drop],
+            [s for s in self.sequence if s.name not in drop],
+        )
+
     def to_json(self) -> dict:
         return {
             "sparse": [asdict(s) for s in self.sparse],

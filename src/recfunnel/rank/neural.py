@@ -13,6 +13,7 @@ scale, so the configured weights mean what they say.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
@@ -51,6 +52,9 @@ class NeuralRankerConfig(RankerConfig):
         "listwise",
         description="interact head: 'pointwise' log loss per row; 'listwise' softmax of the target against "
         "its own query's candidates (what NDCG rewards; batches hold whole queries); 'both' adds them",
+    )
+    exclude_features: list[str] = Field(
+        [], description="inputs this model leaves out, e.g. ['user_id'] where most users have one training query"
     )
     train: TrainConfig = Field(default_factory=_train_default)
     seed: int = Field(0, description="seed of initialisation, hold-out choice and batches")
@@ -136,7 +140,7 @@ class NeuralRanker(Ranker):
     def _fit_normalisation(self, cands: Candidates) -> None:
         d = self.specs.encode(cands)["dense"].astype(np.float64)
         d = np.sign(d) * np.log1p(np.abs(d))
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # a column may be all NaN
             mean = np.nanmean(d, axis=0) if len(d) else np.zeros(d.shape[1])
             std = np.nanstd(d, axis=0) if len(d) else np.ones(d.shape[1])
         self.mean = np.nan_to_num(mean).astype(np.float32)
@@ -162,7 +166,7 @@ class NeuralRanker(Ranker):
         `specs` names the inputs (default: `features` as dense inputs only); `like` is the
         second label, the first one where the data has none."""
         c = self.config
-        self.specs = specs if specs is not None else FeatureSpecs(dense=list(features))
+        self.specs = (specs if specs is not None else FeatureSpecs(dense=list(features))).without(c.exclude_features)
         self.features = list(self.specs.names)
         self._fit_normalisation(train_rows)
         y = np.column_stack([labels, labels if like is None else like]).astype(np.float32)
