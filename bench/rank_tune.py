@@ -9,6 +9,9 @@ same way, with example metrics and latency.
 PROTOCOL.md: settings are chosen with `--on validation` (each user's second-to-last
 interaction is the target, the fit data minus it is fitted); `--on test` reports.
 
+`--examples` adds each variant's AUC and GAUC on the evaluated step's merged pools (one more
+pass over the users), as bench/rank_compare.py measures them.
+
 Writes bench/results/rank_tune_<dataset>_<on>.json and .md, adding to an earlier run's rows.
 Usage:
   python bench/rank_tune.py --on validation lightgbm "lr loss=listwise" \\
@@ -197,7 +200,25 @@ def write(results: dict, stem: Path) -> None:
             + " | ".join("–" if ex.get(k) is None else f"{ex[k]:.4f}" for k in ("AUC", "GAUC"))
             + f" | {'–' if be is None else int(be)} | {r['fit_s']:.1f} |"
         )
+    lines += seed_summary(results["variants"])
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def seed_summary(variants: dict[str, dict]) -> list[str]:
+    """Markdown lines: mean, min and max NDCG@10 of variants that differ only in `seed=`
+    (no `seed=` counts as the config's seed), for settings run with more than one seed."""
+    groups: dict[str, list[float]] = {}
+    for text, r in variants.items():
+        key = " ".join(p for p in text.split() if not p.startswith("seed="))
+        groups.setdefault(key, []).append(r["NDCG@10"])
+    rows = [(k, v) for k, v in groups.items() if len(v) > 1]
+    if not rows:
+        return []
+    lines = ["", "Over seeds (the model's `seed`: its held-out queries, and for neural rankers initialisation and batch order):", "", "| setting | seeds | mean NDCG@10 | min | max |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: |")
+    for key, v in sorted(rows, key=lambda kv: -float(np.mean(kv[1]))):
+        lines.append(f"| `{key}` | {len(v)} | {np.mean(v):.4f} | {min(v):.4f} | {max(v):.4f} |")
+    return lines
 
 
 def main() -> None:
