@@ -14,6 +14,8 @@ import time
 
 import httpx
 
+from recfunnel.config import FunnelConfig
+
 from serve_support import API_KEY, ServerProcess, publish_copy, small_artifacts
 from test_store import REDIS_URL, redis_or_skip
 
@@ -101,6 +103,7 @@ def test_a_killed_funnel_worker_is_replaced_without_failed_requests(tmp_path):
             ready = http.get("/readyz").json()
             pids = [w["pid"] for w in ready["workers"]]
             assert len(set(pids)) == 2
+            assert ready["ranker"] == FunnelConfig().rank.model  # the workers' ranker, named as it is
             stop = threading.Event()
             codes: list[int] = []
 

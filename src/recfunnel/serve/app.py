@@ -386,7 +386,8 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
             if not all(w.get("version") for w in workers):
                 problems.append("a funnel worker is (re)starting")
             modes = {w.get("ranker") for w in workers}
-            ranker = "compiling" if "compiling" in modes else ("native" if modes == {"native"} else "lightgbm")
+            # the workers' common mode (e.g. "native", "mmoe"); "compiling" while any compiles
+            ranker = "compiling" if "compiling" in modes else "/".join(sorted(str(m) for m in modes))
         if snap is None:
             problems.append("no artifact version loaded")
         try:
