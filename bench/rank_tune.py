@@ -151,7 +151,8 @@ def run_variant(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig, exa
 
 
 def example_metrics(funnel, split) -> tuple[dict, Candidates | None]:
-    """AUC/GAUC/logloss of the ranker's scores on the test step's merged pools."""
+    """AUC/GAUC/logloss of the ranker's scores on the evaluated step's merged pools (and the
+    first batch's ranked rows, for latency)."""
     if funnel.ranker is None:
         return {}, None
     fit = split.fit
@@ -214,8 +215,13 @@ def seed_summary(variants: dict[str, dict]) -> list[str]:
     rows = [(k, v) for k, v in groups.items() if len(v) > 1]
     if not rows:
         return []
-    lines = ["", "Over seeds (the model's `seed`: its held-out queries, and for neural rankers initialisation and batch order):", "", "| setting | seeds | mean NDCG@10 | min | max |"]
-    lines.append("| --- | ---: | ---: | ---: | ---: |")
+    lines = [
+        "",
+        "Over seeds (the model's `seed`: its held-out queries, and for neural rankers initialisation and batch order):",
+        "",
+        "| setting | seeds | mean NDCG@10 | min | max |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for key, v in sorted(rows, key=lambda kv: -float(np.mean(kv[1]))):
         lines.append(f"| `{key}` | {len(v)} | {np.mean(v):.4f} | {min(v):.4f} | {max(v):.4f} |")
     return lines

@@ -51,7 +51,7 @@ class FeatureSpecs:
         return FeatureSpecs(list(self.sparse), list(dense) + extra, list(self.sequence))
 
     def without(self, names: list[str]) -> "FeatureSpecs":
-        """The same specs less the features in `names` (a sequence's shared table stays)."""
+        """The same specs less the features in `names`; a table a kept sequence shares must stay."""
         drop = set(names)
         unknown = drop - set(self.names)
         if unknown:

@@ -385,9 +385,9 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
             workers = await pool.status()
             if not all(w.get("version") for w in workers):
                 problems.append("a funnel worker is (re)starting")
-            modes = {w.get("ranker") for w in workers}
+            modes = {str(w["ranker"]) for w in workers if w.get("ranker")}  # a restarting worker has none yet
             # the workers' common mode (e.g. "native", "mmoe"); "compiling" while any compiles
-            ranker = "compiling" if "compiling" in modes else "/".join(sorted(str(m) for m in modes))
+            ranker = "compiling" if "compiling" in modes else "/".join(sorted(modes))
         if snap is None:
             problems.append("no artifact version loaded")
         try:
