@@ -171,3 +171,58 @@ def test_funnel_with_a_neural_ranker_round_trips(planted_split, tmp_path):
     again = Funnel.load(tmp_path / "f").run(batch)
     np.testing.assert_array_equal(again.final.item, first.final.item)
     np.testing.assert_array_equal(again.final.score, first.final.score)
+
+
+def test_frequency_penalty_weighs_rare_ids_in_the_batch(rows):
+    """DIN's mini-batch aware L2: an id absent from the batch costs nothing, a rare id costs
+    more than a frequent one of the same norm; a ranker trained with it still learns."""
+    import torch
+
+    from recfunnel.rank.nets import FieldEmbeddings
+
+    _, _, _, specs = rows
+    emb = FieldEmbeddings(specs, 4)
+    for t in list(emb.tables.values()) + list(emb.weights.values()):
+        torch.nn.init.constant_(t.weight, 1.0)
+    n_seq = {s.name: torch.zeros((2, s.length), dtype=torch.int64) for s in specs.sequence}
+    sparse = torch.zeros((2, len(specs.sparse)), dtype=torch.int64)
+    j = emb.sparse_names.index("item_id")
+    sparse[:, j] = torch.tensor([1, 2])
+    train_x = {"sparse": sparse.repeat(3, 1), "dense": torch.zeros((6, len(specs.dense))), **{k: v.repeat(3, 1) for k, v in n_seq.items()}}
+    train_x["sparse"][:, j] = torch.tensor([1, 1, 1, 1, 2, 2])  # item 1 four times, item 2 twice
+    emb.count_ids(train_x)
+    one = lambda item: {"sparse": sparse[:1].clone().index_fill_(1, torch.tensor([j]), item), "dense": torch.zeros((1, len(specs.dense))), **{k: v[:1] for k, v in n_seq.items()}}  # noqa: E731
+    with torch.no_grad():
+        frequent, rare, absent = (float(emb.frequency_penalty(one(i))) for i in (1, 2, 0))
+    assert rare == pytest.approx(5 / 2) and frequent == pytest.approx(5 / 4)  # (4 + 1) / count
+    assert absent == 0.0
+
+    cands, label, is_test, _ = rows
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    model = _fit("din", rows, embedding_l2=0.05)
+    popular = gauc(label[te], test.features["pit_item_count"], test.query)
+    assert gauc(label[te], model.score(test), test.query) > popular + 0.08
+
+
+def test_members_average_nets_trained_from_different_seeds(rows, tmp_path):
+    """`members = 2`: two nets from seeds 0 and 1, logits averaged; saved and loaded whole."""
+    cands, label, is_test, _ = rows
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    pair = _fit("widedeep", rows, members=2)
+    one = _fit("widedeep", rows)
+    assert len(pair.net.members) == 2
+    x = pair._inputs(test)
+    import torch
+
+    with torch.no_grad():
+        first, second = (m(x).numpy() for m in pair.net.members)
+        np.testing.assert_allclose(pair.net(x).numpy(), (first + second) / 2, rtol=1e-5)
+        np.testing.assert_allclose(first, one.net(x).numpy(), rtol=1e-5)  # member 0 is the seed-0 net
+    assert not np.allclose(first, second)  # member 1 starts from seed 1 and sees other batches
+    popular = gauc(label[te], test.features["pit_item_count"], test.query)
+    s = pair.score(test)
+    assert gauc(label[te], s, test.query) > popular + 0.08
+    pair.save(tmp_path / "pair")
+    np.testing.assert_array_equal(type(pair).load(tmp_path / "pair").score(test), s)

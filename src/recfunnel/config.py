@@ -79,7 +79,7 @@ class RankConfig(_Strict):
 
     model: Literal[
         "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
-    ] = Field("mmoe", description="'none' keeps the merged recall order; the others read [rank.<model>]")
+    ] = Field("widedeep", description="'none' keeps the merged recall order; the others read [rank.<model>]")
     train_steps: int = Field(
         10, ge=1, description="last interactions per user held out to build ranker training queries"
     )

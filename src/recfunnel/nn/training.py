@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 
@@ -29,6 +30,13 @@ class TrainConfig(BaseModel):
     patience: int = Field(5, ge=1, description="validation checks without improvement before stopping")
     eval_users: int = Field(5000, ge=1, description="validation users sampled for early stopping")
     refit: bool = Field(True, description="retrain on all fit data for the best epoch count")
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="validate and keep an exponential moving average of the weights (0 = off); "
+        "it smooths the step-to-step noise of a model that is best after its first epoch",
+    )
     threads: int = Field(
         1, ge=1, description="torch CPU threads (more than the free cores makes torch far slower, not faster)"
     )
@@ -55,12 +63,15 @@ def train(
     """Train `model` in place; with `validate`, stop early and restore the best weights.
 
     `epoch_steps(rng)` returns one epoch's list of batches; `step_loss` turns one into a
-    scalar loss. `fixed_epochs` runs exactly that many epochs (the refit).
+    scalar loss. `fixed_epochs` runs exactly that many epochs (the refit). With
+    `cfg.ema_decay`, the averaged weights are the ones validated and left in `model`.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    averaged = AveragedModel(model, avg_fn=_ema(cfg.ema_decay)) if cfg.ema_decay > 0 else None
+    kept = model if averaged is None else averaged.module
     result = TrainResult()
     best_state = None
     checks_without_gain = 0
@@ -74,18 +85,20 @@ def train(
             loss = step_loss(model, batch)
             loss.backward()
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += float(loss.detach())
             n += 1
         postfix = {"loss": f"{total / max(n, 1):.4f}"}
         if validate is not None and fixed_epochs is None and epoch % cfg.eval_every == 0:
-            model.eval()
+            kept.eval()
             with torch.no_grad():
-                score = validate(model)
+                score = validate(kept)
             result.history.append((epoch, score))
             postfix["val"] = f"{score:.4f}"
             if score > result.best_score:
                 result.best_score, result.best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(kept.state_dict())
                 checks_without_gain = 0
             else:
                 checks_without_gain += 1
@@ -94,9 +107,23 @@ def train(
                     break
         bar.set_postfix(postfix)
     bar.close()
+    if best_state is None and averaged is not None:
+        best_state = averaged.module.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
-    else:
+    if result.best_epoch == 0:
         result.best_epoch = n_epochs
     model.eval()
     return result
+
+
+def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Moving average whose decay warms up as (1 + n) / (10 + n), as TensorFlow's
+    ExponentialMovingAverage does, so the random start does not linger in the average."""
+
+    def update(avg: torch.Tensor, param: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg + (param - avg) * (1.0 - d)
+
+    return update
+

@@ -66,6 +66,35 @@ class FieldEmbeddings(nn.Module):
             nn.init.normal_(self.bucket_weight.weight, std=0.01)
             self.register_buffer("bucket_offset", torch.arange(n_dense) * (dense_buckets + 1), persistent=False)
 
+    def count_ids(self, x: Batch) -> None:
+        """Remember how often each id occurs in the training inputs `x`, per table, for
+        `frequency_penalty` (kept out of the state dict: serving does not need it)."""
+        counts = {n: torch.zeros(t.num_embeddings) for n, t in self.tables.items()}
+        for n, ids in self._ids_by_table(x).items():
+            counts[n] += torch.bincount(ids, minlength=len(counts[n]))[: len(counts[n])].float()
+        self.id_counts = counts
+
+    def frequency_penalty(self, x: Batch) -> torch.Tensor:
+        """DIN's mini-batch aware L2: sum over the ids in this batch of ||e_id||^2 divided by
+        the id's training frequency, for the embedding and first-order weight of each id.
+        Frequent ids are regularised lightly, rare ones (which overfit first) strongly, and
+        ids absent from the batch cost nothing, unlike a plain L2 on whole tables."""
+        total = x["dense"].new_zeros(())
+        for n, ids in self._ids_by_table(x).items():
+            u = torch.unique(ids)
+            u = u[u > 0]
+            norm = self.tables[n].weight[u].pow(2).sum(1) + self.weights[n].weight[u].pow(2).sum(1)
+            total = total + (norm / self.id_counts[n][u].clamp(min=1.0)).sum()
+        return total
+
+    def _ids_by_table(self, x: Batch) -> dict[str, torch.Tensor]:
+        by: dict[str, list[torch.Tensor]] = {}
+        for j, n in enumerate(self.sparse_names):
+            by.setdefault(n, []).append(x["sparse"][:, j])
+        for s in self.specs.sequence:
+            by.setdefault(self.seq_table[s.name], []).append(x[s.name].reshape(-1))
+        return {n: torch.cat(v) for n, v in by.items()}
+
     @property
     def n_fields(self) -> int:
         return len(self.specs.sparse) + self.n_bucketed + len(self.specs.sequence) + len(self.specs.dense)
@@ -149,6 +178,18 @@ class Net(nn.Module):
         super().__init__()
         self.emb = FieldEmbeddings(specs, config.embed_dim, config.dense_buckets)
         self.aux_loss: torch.Tensor | None = None
+
+
+class Ensemble(nn.Module):
+    """Nets of one kind trained apart from different seeds; the logits are averaged."""
+
+    def __init__(self, members: list[Net]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.heads = members[0].heads
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
 
 
 class LRNet(Net):

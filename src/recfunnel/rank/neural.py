@@ -34,7 +34,9 @@ SCORE_CHUNK = 16384
 
 
 def _train_default() -> TrainConfig:
-    return TrainConfig(epochs=20, batch_size=1024, learning_rate=2e-3, eval_every=1, patience=2, refit=False)
+    return TrainConfig(
+        epochs=20, batch_size=1024, learning_rate=2e-3, eval_every=1, patience=2, refit=False, ema_decay=0.999
+    )
 
 
 class NeuralRankerConfig(RankerConfig):
@@ -53,11 +55,23 @@ class NeuralRankerConfig(RankerConfig):
         description="interact head: 'pointwise' log loss per row; 'listwise' softmax of the target against "
         "its own query's candidates (what NDCG rewards; batches hold whole queries); 'both' adds them",
     )
+    embedding_l2: float = Field(
+        0.0,
+        ge=0,
+        description="DIN's mini-batch aware regularisation: each id in a batch pays this x ||embedding||^2 "
+        "/ its training frequency (0 = off)",
+    )
     exclude_features: list[str] = Field(
         [], description="inputs this model leaves out, e.g. ['user_id'] where most users have one training query"
     )
     train: TrainConfig = Field(default_factory=_train_default)
     seed: int = Field(0, description="seed of initialisation, hold-out choice and batches")
+    members: int = Field(
+        1,
+        ge=1,
+        description="nets trained apart (initialisation and batch order from seed, seed+1, ...) whose logits "
+        "are averaged: less variance from one fit to the next, at members x the scoring cost",
+    )
 
 
 class AttentionConfig(NeuralRankerConfig):
@@ -147,9 +161,12 @@ class NeuralRanker(Ranker):
         self.std = np.where(np.nan_to_num(std) > 1e-6, np.nan_to_num(std), 1.0).astype(np.float32)
         self.edges = _quantile_edges((d - self.mean) / self.std, self.config.dense_buckets)
 
-    def _new_net(self) -> nets.Net:
-        torch.manual_seed(self.config.seed)
-        return self.Net(self.specs, self.config)
+    def _new_net(self) -> nets.Net | nets.Ensemble:
+        members = []
+        for i in range(self.config.members):
+            torch.manual_seed(self.config.seed + i)
+            members.append(self.Net(self.specs, self.config))
+        return members[0] if len(members) == 1 else nets.Ensemble(members)
 
     # ---- training ----------------------------------------------------------------
     def fit(
@@ -196,7 +213,8 @@ class NeuralRanker(Ranker):
             return [perm[s : s + c.train.batch_size] for s in range(0, len(perm), c.train.batch_size)]
 
         def step_loss(net: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
-            out = net(take(idx))
+            batch = take(idx)
+            out = net(batch)
             target = yt[torch.from_numpy(idx)]
             loss = bce(out[:, 0], target[:, 0]) if c.loss != "listwise" else out.new_zeros(())
             if listwise:
@@ -205,6 +223,8 @@ class NeuralRanker(Ranker):
                 loss = loss + like_weight * bce(out[:, 1], target[:, 1])
             if aux_weight > 0 and net.aux_loss is not None:
                 loss = loss + aux_weight * net.aux_loss
+            if c.embedding_l2 > 0:
+                loss = loss + c.embedding_l2 * net.emb.frequency_penalty(batch)
             return loss
 
         def validate(net: torch.nn.Module) -> float:
@@ -217,12 +237,19 @@ class NeuralRanker(Ranker):
             return float(np.mean(scores)) if scores else 0.0
 
         tcfg = c.train.model_copy(update={"progress": c.train.progress and progress})
-        result = train(
-            self.net, epoch_steps, step_loss, tcfg, seed=c.seed,
-            validate=validate if len(va) else None, desc=f"ranker {self.name}",
-        )
+        members = list(self.net.members) if isinstance(self.net, nets.Ensemble) else [self.net]
+        epochs = []
+        for i, member in enumerate(members):
+            if c.embedding_l2 > 0:
+                member.emb.count_ids(take(tr))
+            result = train(
+                member, epoch_steps, step_loss, tcfg, seed=c.seed + i,
+                validate=validate if len(va) else None, desc=f"ranker {self.name} {i + 1}/{len(members)}",
+            )
+            epochs.append(result.best_epoch)
+        self.net.eval()
         self.platt = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (heads, 1))
-        self.report: dict[str, float] = {"best_epoch": float(result.best_epoch), "train_rows": float(len(tr))}
+        self.report: dict[str, float] = {"best_epoch": float(np.mean(epochs)), "train_rows": float(len(tr))}
         if len(va):
             self._calibrate(self._logits(self.net, x, va), y[va], q[va], rng)
         return self
