@@ -226,3 +226,24 @@ def test_members_average_nets_trained_from_different_seeds(rows, tmp_path):
     assert gauc(label[te], s, test.query) > popular + 0.08
     pair.save(tmp_path / "pair")
     np.testing.assert_array_equal(type(pair).load(tmp_path / "pair").score(test), s)
+
+
+def test_din_item_bias_adds_the_candidate_items_own_weight(rows):
+    """`item_bias`: the candidate item's first-order weight joins DIN's logit (the authors'
+    item_b); without it that weight is not read."""
+    import torch
+
+    cands, label, is_test, _ = rows
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    for on in (True, False):
+        model = _fit("din", rows, item_bias=on)
+        x = model._inputs(test)
+        item = int(test.features["item_id"][0])
+        with torch.no_grad():
+            before = model.net(x)[:, 0].numpy()
+            model.net.emb.weights["item_id"].weight[item] += 1.0
+            after = model.net(x)[:, 0].numpy()
+        hit = test.features["item_id"] == item
+        np.testing.assert_allclose(after[hit] - before[hit], 1.0 if on else 0.0, atol=1e-5)
+        np.testing.assert_allclose(after[~hit], before[~hit], atol=1e-6)

@@ -128,6 +128,11 @@ class FieldEmbeddings(nn.Module):
         j = self.sparse_names.index(table)
         return self.tables[table](x["sparse"][:, j])
 
+    def candidate_bias(self, x: Batch, name: str) -> torch.Tensor:
+        """(n,) first-order weight of the candidate's value of the sparse field a sequence shares."""
+        table = self.seq_table[name]
+        return self.weights[table](x["sparse"][:, self.sparse_names.index(table)]).squeeze(-1)
+
     def pooled(self, x: Batch) -> torch.Tensor:
         """(n, nseq, d) masked mean of each sequence."""
         out = []
@@ -247,7 +252,8 @@ def _history(emb: FieldEmbeddings, x: Batch) -> tuple[torch.Tensor, torch.Tensor
 
 class DINNet(Net):
     """Deep Interest Network: the candidate attends over the behaviour sequence (weights
-    are not normalised, as in the paper, so the interest's size says how relevant it is)."""
+    are not normalised, as in the paper, so the interest's size says how relevant it is).
+    The logit adds the candidate item's own bias, as the authors' code does (`item_b`)."""
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
@@ -255,12 +261,16 @@ class DINNet(Net):
         self.attention = ActivationUnit(width, config.attention_hidden)
         deep_in = self.emb.sparse_width + width + len(specs.dense)
         self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
+        self.item_bias = bool(getattr(config, "item_bias", False))
 
     def forward(self, x: Batch) -> torch.Tensor:
         hist, mask, cand = _history(self.emb, x)
         w = self.attention(hist, cand) * mask
         interest = (w.unsqueeze(-1) * hist).sum(1)
-        return self.deep(self.emb.deep_input(x, interest)).squeeze(-1).unsqueeze(1) + self.emb.bias
+        logit = self.deep(self.emb.deep_input(x, interest)).squeeze(-1) + self.emb.bias
+        if self.item_bias:
+            logit = logit + self.emb.candidate_bias(x, self.emb.specs.sequence[0].name)
+        return logit.unsqueeze(1)
 
 
 class AUGRUCell(nn.Module):

@@ -122,6 +122,8 @@ class WideDeepConfig(NeuralRankerConfig):
 class DINConfig(AttentionConfig):
     """DIN (rank.model = "din"): candidate-aware attention over the recent items."""
 
+    item_bias: bool = Field(False, description="add the candidate item's learned bias to the logit (the authors' item_b)")
+
     dense_buckets: int = Field(
         16, ge=0, description="quantile buckets per dense feature, each embedded as one more field (0 = values only)"
     )
