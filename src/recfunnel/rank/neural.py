@@ -246,7 +246,7 @@ class NeuralRanker(Ranker):
                 member.emb.count_ids(take(tr))
             result = train(
                 member, epoch_steps, step_loss, tcfg, seed=c.seed + i,
-                validate=validate if len(va) else None, desc=f"ranker {self.name} {i + 1}/{len(members)}",
+                validate=validate if len(va) else None, desc=f"ranker {self.name}" + (f" {i + 1}/{len(members)}" if len(members) > 1 else ""),
             )
             epochs.append(result.best_epoch)
         self.net.eval()
