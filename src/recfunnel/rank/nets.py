@@ -253,7 +253,8 @@ def _history(emb: FieldEmbeddings, x: Batch) -> tuple[torch.Tensor, torch.Tensor
 class DINNet(Net):
     """Deep Interest Network: the candidate attends over the behaviour sequence (weights
     are not normalised, as in the paper, so the interest's size says how relevant it is).
-    The logit adds the candidate item's own bias, as the authors' code does (`item_b`)."""
+    With `item_bias`, the logit adds the candidate item's own bias, as the authors' code
+    does (`item_b`)."""
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
@@ -261,7 +262,7 @@ class DINNet(Net):
         self.attention = ActivationUnit(width, config.attention_hidden)
         deep_in = self.emb.sparse_width + width + len(specs.dense)
         self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
-        self.item_bias = bool(getattr(config, "item_bias", False))
+        self.item_bias = config.item_bias
 
     def forward(self, x: Batch) -> torch.Tensor:
         hist, mask, cand = _history(self.emb, x)

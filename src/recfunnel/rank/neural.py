@@ -240,13 +240,16 @@ class NeuralRanker(Ranker):
 
         tcfg = c.train.model_copy(update={"progress": c.train.progress and progress})
         members = list(self.net.members) if isinstance(self.net, nets.Ensemble) else [self.net]
+        if c.embedding_l2 > 0:  # the same training ids for every member: count them once
+            members[0].emb.count_ids(take(tr))
+            for member in members[1:]:
+                member.emb.id_counts = members[0].emb.id_counts
         epochs = []
         for i, member in enumerate(members):
-            if c.embedding_l2 > 0:
-                member.emb.count_ids(take(tr))
+            of = f" {i + 1}/{len(members)}" if len(members) > 1 else ""
             result = train(
                 member, epoch_steps, step_loss, tcfg, seed=c.seed + i,
-                validate=validate if len(va) else None, desc=f"ranker {self.name}" + (f" {i + 1}/{len(members)}" if len(members) > 1 else ""),
+                validate=validate if len(va) else None, desc=f"ranker {self.name}{of}",
             )
             epochs.append(result.best_epoch)
         self.net.eval()
