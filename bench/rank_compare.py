@@ -36,7 +36,7 @@ from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from rank_tune import example_metrics, fit_with_rows, swap_ranker  # noqa: E402
+from rank_tune import example_metrics, fit_with_rows, reuse_recall, swap_ranker  # noqa: E402
 MODELS = ("none", "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
 
 
@@ -120,6 +120,7 @@ def main() -> None:
     base = load_config(args.config)
     t = time.perf_counter()
     funnel, rows = fit_with_rows(base, split)
+    reuse_recall(funnel)
     results["funnel_fit_s"] = time.perf_counter() - t
     results["train_rows"] = int(len(rows.labels))
     print(f"funnel and {results['train_rows']} ranker rows in {results['funnel_fit_s']:.0f}s", flush=True)

@@ -103,6 +103,27 @@ def fit_with_rows(cfg: FunnelConfig, split: Split) -> tuple[Funnel, Rows]:
     return funnel, got[0]
 
 
+def reuse_recall(funnel: Funnel) -> None:
+    """Serve every later request's recall from the first answer to the same batch: the
+    rankers under comparison share recall, so a variant then costs its fit, its feature
+    hydration and its scoring, not the channels again (they are most of a Beauty pass).
+    Each call gets a copy of the pool, since ranking adds columns and reorders it."""
+    recall = funnel._recall
+    memo: dict[tuple, tuple[Candidates, dict[str, Candidates]]] = {}
+
+    def cached(batch: QueryBatch, trace, keep, budget=None) -> Candidates:  # noqa: ANN001
+        key = tuple((q.user, q.time, len(q.history), q.n) for q in batch.queries)
+        if key not in memo:
+            channels: dict[str, Candidates] = {}
+            memo[key] = (recall(batch, trace, channels, budget), channels)
+        pool, channels = memo[key]
+        if keep is not None:
+            keep.update(channels)
+        return pool.take(np.arange(len(pool)))
+
+    funnel._recall = cached  # type: ignore[method-assign]
+
+
 def train_ranker(rows: Rows, cfg: FunnelConfig) -> tuple[Ranker, float]:
     """`cfg.rank.model` trained on the kept rows, and its fit seconds."""
     name = cfg.rank.model
@@ -248,6 +269,7 @@ def main() -> None:
         results["variants"] = json.loads(stem.with_suffix(".json").read_text())["variants"]
     t = time.perf_counter()
     funnel, rows = fit_with_rows(base, split)
+    reuse_recall(funnel)
     print(f"{ds.name} {args.on}: funnel and {len(rows.labels)} ranker rows in {time.perf_counter() - t:.0f}s", flush=True)
     for text in args.variants:
         name, overrides = parse_variant(text)

@@ -247,3 +247,35 @@ def test_din_item_bias_adds_the_candidate_items_own_weight(rows):
         hit = test.features["item_id"] == item
         np.testing.assert_allclose(after[hit] - before[hit], 1.0 if on else 0.0, atol=1e-5)
         np.testing.assert_allclose(after[~hit], before[~hit], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_dice_activation_learns_and_round_trips(name, rows, tmp_path):
+    """`activation = "dice"`: the attention unit and MLP use DIN's Dice; its batch-norm
+    statistics are saved with the weights and, with weight averaging, come from the live net."""
+    import torch
+
+    from recfunnel.rank.nets import Dice
+
+    cands, label, is_test, specs = rows
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    tr = np.flatnonzero(~is_test)
+    model = small(name, activation="dice")
+    model.config.train.ema_decay = 0.99
+    model.fit(cands.take(tr), label[tr], specs.dense, specs=specs)
+    dice = [m for m in model.net.modules() if isinstance(m, Dice)]
+    assert len(dice) == 1 + 2  # one in the attention unit's hidden layer, two in the MLP
+    assert all(float(d.norm.running_var.sub(1).abs().max()) > 0 for d in dice)  # statistics were kept
+    s = model.score(test)
+    popular = gauc(label[te], test.features["pit_item_count"], test.query)
+    assert gauc(label[te], s, test.query) > popular + 0.08
+    model.save(tmp_path / name)
+    again = type(model).load(tmp_path / name)
+    np.testing.assert_array_equal(again.score(test), s)
+    with torch.no_grad():
+        x = torch.tensor([[-2.0, 0.5], [1.0, 3.0], [0.0, -1.0]])
+        d = Dice(2)
+        d.alpha.fill_(0.25)
+        p = torch.sigmoid((x - x.mean(0)) / x.var(0, unbiased=False).sqrt())
+        torch.testing.assert_close(d(x), p * x + (1 - p) * 0.25 * x)

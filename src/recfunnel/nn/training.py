@@ -91,6 +91,7 @@ def train(
             n += 1
         postfix = {"loss": f"{total / max(n, 1):.4f}"}
         if validate is not None and fixed_epochs is None and epoch % cfg.eval_every == 0:
+            _copy_buffers(kept, model)
             kept.eval()
             with torch.no_grad():
                 score = validate(kept)
@@ -108,6 +109,7 @@ def train(
         bar.set_postfix(postfix)
     bar.close()
     if best_state is None and averaged is not None:
+        _copy_buffers(kept, model)
         best_state = averaged.module.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -115,6 +117,15 @@ def train(
         result.best_epoch = n_epochs
     model.eval()
     return result
+
+
+def _copy_buffers(kept: torch.nn.Module, model: torch.nn.Module) -> None:
+    """The averaged copy takes the live model's buffers (batch-norm running statistics):
+    they are estimates over recent batches already, and averaging integer counters is wrong."""
+    if kept is not model:
+        with torch.no_grad():
+            for b_kept, b in zip(kept.buffers(), model.buffers()):
+                b_kept.copy_(b)
 
 
 def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:

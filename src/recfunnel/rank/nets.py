@@ -8,6 +8,8 @@ so attention can compare the candidate with the history in one space.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -16,12 +18,32 @@ from recfunnel.features.specs import FeatureSpecs
 Batch = dict[str, torch.Tensor]
 
 
-def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
+class Dice(nn.Module):
+    """DIN's data-adaptive activation: a PReLU whose switch point follows the batch's
+    statistics, out = p * s + (1 - p) * alpha * s with p = sigmoid(batch-normalised s),
+    so each unit's rectification moves with where its inputs lie."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(width, affine=False, eps=1e-8)
+        self.alpha = nn.Parameter(torch.zeros(width))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.norm(s.reshape(-1, s.shape[-1])).reshape(s.shape))
+        return p * s + (1 - p) * self.alpha * s
+
+
+Activation = Literal["relu", "dice"]
+
+
+def mlp(
+    sizes: list[int], dropout: float = 0.0, last_activation: bool = True, activation: Activation = "relu"
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2 or last_activation:
-            layers.append(nn.ReLU())
+            layers.append(Dice(sizes[i + 1]) if activation == "dice" else nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -229,9 +251,9 @@ class DeepFMNet(WideDeepNet):
 class ActivationUnit(nn.Module):
     """DIN's local activation: a weight per history step from [h, c, h - c, h * c]."""
 
-    def __init__(self, width: int, hidden: list[int]) -> None:
+    def __init__(self, width: int, hidden: list[int], activation: Activation = "relu") -> None:
         super().__init__()
-        self.net = mlp([4 * width, *hidden, 1], last_activation=False)
+        self.net = mlp([4 * width, *hidden, 1], last_activation=False, activation=activation)
 
     def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         c = cand.unsqueeze(1).expand_as(hist)
@@ -259,9 +281,9 @@ class DINNet(Net):
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
         width = len(specs.sequence) * config.embed_dim
-        self.attention = ActivationUnit(width, config.attention_hidden)
+        self.attention = ActivationUnit(width, config.attention_hidden, config.activation)
         deep_in = self.emb.sparse_width + width + len(specs.dense)
-        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
+        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False, activation=config.activation)
         self.item_bias = config.item_bias
 
     def forward(self, x: Batch) -> torch.Tensor:
@@ -300,10 +322,10 @@ class DIENNet(Net):
         super().__init__(specs, config)
         width = len(specs.sequence) * config.embed_dim
         self.extract = nn.GRUCell(width, width)
-        self.attention = ActivationUnit(width, config.attention_hidden)
+        self.attention = ActivationUnit(width, config.attention_hidden, config.activation)
         self.evolve = AUGRUCell(width)
         deep_in = self.emb.sparse_width + width + len(specs.dense)
-        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False)
+        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False, activation=config.activation)
 
     def forward(self, x: Batch) -> torch.Tensor:
         hist, mask, cand = _history(self.emb, x)

@@ -78,6 +78,9 @@ class AttentionConfig(NeuralRankerConfig):
     """A ranker with attention over the recent items."""
 
     attention_hidden: list[int] = Field([36], description="hidden sizes of the attention (activation) unit")
+    activation: Literal["relu", "dice"] = Field(
+        "relu", description="activation of the attention unit and the MLP: relu, or dice (DIN's data-adaptive PReLU)"
+    )
 
 
 class DIENConfig(AttentionConfig):
