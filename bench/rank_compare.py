@@ -10,7 +10,8 @@ merged pool, the held-out item as the positive and the rest of the pool as negat
 giving AUC, GAUC (per user) and logloss (probability outputs only; LightGBM LambdaRank
 scores are not probabilities). Calibration error is the ranker's own held-out training
 queries'. Latency: one request's hydrated pool, tiled to 200 and 1000 candidates, scored
-alone (p50/p99).
+alone (p50/p99). Recall runs once: later rankers reuse each batch's merged pool
+(`rank_tune.reuse_recall`), so the first ranker's wall time includes the channels.
 
 Writes bench/results/rank_compare[_<dataset>].json and .md after every ranker (partial runs count).
 Usage: python bench/rank_compare.py [--data ../shared/data/ml-100k] [--models lr,din,...] [--update]
