@@ -78,7 +78,7 @@ class AttentionConfig(NeuralRankerConfig):
     """A ranker with attention over the recent items."""
 
     attention_hidden: list[int] = Field([36], description="hidden sizes of the attention (activation) unit")
-    activation: Literal["relu", "dice"] = Field(
+    activation: nets.Activation = Field(
         "relu", description="activation of the attention unit and the MLP: relu, or dice (DIN's data-adaptive PReLU)"
     )
 
