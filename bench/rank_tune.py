@@ -227,12 +227,13 @@ def write(results: dict, stem: Path) -> None:
 
 
 def seed_summary(variants: dict[str, dict]) -> list[str]:
-    """Markdown lines: mean, min and max NDCG@10 of variants that differ only in `seed=`
-    (no `seed=` counts as the config's seed), for settings run with more than one seed."""
-    groups: dict[str, list[float]] = {}
+    """Markdown lines: mean, min and max NDCG@10 (and pool AUC where measured) of variants
+    that differ only in `seed=` (no `seed=` counts as the config's seed), for settings run
+    with more than one seed."""
+    groups: dict[str, list[dict]] = {}
     for text, r in variants.items():
         key = " ".join(p for p in text.split() if not p.startswith("seed="))
-        groups.setdefault(key, []).append(r["NDCG@10"])
+        groups.setdefault(key, []).append(r)
     rows = [(k, v) for k, v in groups.items() if len(v) > 1]
     if not rows:
         return []
@@ -240,11 +241,17 @@ def seed_summary(variants: dict[str, dict]) -> list[str]:
         "",
         "Over seeds (the model's `seed`: its held-out queries, and for neural rankers initialisation and batch order):",
         "",
-        "| setting | seeds | mean NDCG@10 | min | max |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| setting | seeds | mean NDCG@10 | min | max | mean AUC | min | max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for key, v in sorted(rows, key=lambda kv: -float(np.mean(kv[1]))):
-        lines.append(f"| `{key}` | {len(v)} | {np.mean(v):.4f} | {min(v):.4f} | {max(v):.4f} |")
+    for key, runs in sorted(rows, key=lambda kv: -float(np.mean([r["NDCG@10"] for r in kv[1]]))):
+        cells = []
+        for values in ([r["NDCG@10"] for r in runs], [r.get("examples", {}).get("AUC") for r in runs]):
+            if None in values:
+                cells += ["–"] * 3
+            else:
+                cells += [f"{np.mean(values):.4f}", f"{min(values):.4f}", f"{max(values):.4f}"]
+        lines.append(f"| `{key}` | {len(runs)} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -249,6 +249,55 @@ def test_din_item_bias_adds_the_candidate_items_own_weight(rows):
         np.testing.assert_allclose(after[~hit], before[~hit], atol=1e-6)
 
 
+def test_din_attention_softmax_makes_the_interest_a_weighted_mean(rows):
+    """`attention_softmax`: the interest is a convex mix of the history, so a history of one
+    item repeated gives that item's vector whatever the length; unnormalised, it scales."""
+    import torch
+
+    from recfunnel.rank.nets import _history
+
+    cands, label, is_test, _ = rows
+    test = cands.take(np.flatnonzero(is_test))
+    for on in (True, False):
+        model = _fit("din", rows, attention_softmax=on)
+        x = model._inputs(test)
+        with torch.no_grad():
+            hist, mask, cand = _history(model.net.emb, x)
+            same = hist[:, :1].expand_as(hist)  # every step the row's latest step
+            got = model.net.interest(same, torch.ones_like(mask), cand)
+        close = torch.allclose(got, same[:, 0], atol=1e-5)
+        assert close == on
+
+
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_history_product_feeds_the_mlp_the_pooled_history(name, rows, tmp_path):
+    """`history_product`: with the attended interest held fixed, the history still reaches the
+    score through its mean and that mean's product with the candidate; without it, it cannot.
+    The model still learns, and saves and loads with the extra inputs."""
+    import torch
+
+    from recfunnel.rank.nets import _history
+
+    cands, label, is_test, _ = rows
+    te = np.flatnonzero(is_test)
+    test = cands.take(te)
+    for on in (True, False):
+        model = _fit(name, rows, history_product=on)
+        if on:
+            popular = gauc(label[te], test.features["pit_item_count"], test.query)
+            assert gauc(label[te], model.score(test), test.query) > popular + 0.08
+            model.save(tmp_path / name)
+            np.testing.assert_array_equal(type(model).load(tmp_path / name).score(test), model.score(test))
+        x = model._inputs(test)
+        with torch.no_grad():
+            hist, mask, cand = _history(model.net.emb, x)
+            interest = torch.zeros_like(cand)  # the attended part held fixed
+            before = model.net.deep_logit(x, interest, hist, mask, cand)
+            after = model.net.deep_logit(x, interest, hist.roll(1, 0), mask.roll(1, 0), cand)  # others' histories
+        moved = (after - before).abs().max().item()
+        assert (moved > 1e-3) if on else (moved < 1e-5), (name, on, moved)
+
+
 @pytest.mark.parametrize("name", ["din", "dien"])
 def test_dice_activation_learns_and_round_trips(name, rows, tmp_path):
     """`activation = "dice"`: the attention unit and MLP use DIN's Dice; its batch-norm

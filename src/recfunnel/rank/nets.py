@@ -272,25 +272,51 @@ def _history(emb: FieldEmbeddings, x: Batch) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat(seqs, -1), mask, torch.cat(cands, -1)
 
 
-class DINNet(Net):
-    """Deep Interest Network: the candidate attends over the behaviour sequence (weights
-    are not normalised, as in the paper, so the interest's size says how relevant it is).
-    With `item_bias`, the logit adds the candidate item's own bias, as the authors' code
-    does (`item_b`)."""
+class AttentionNet(Net):
+    """Base of DIN and DIEN: the MLP reads the sparse fields, the attended history and the
+    dense values; with `history_product` also the mean-pooled history and its element-wise
+    product with the candidate, so the MLP need not learn a dot product from a concatenation
+    (which MLPs do poorly) to see how close the candidate is to the user's average taste."""
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
-        width = len(specs.sequence) * config.embed_dim
-        self.attention = ActivationUnit(width, config.attention_hidden, config.activation)
-        deep_in = self.emb.sparse_width + width + len(specs.dense)
+        self.width = len(specs.sequence) * config.embed_dim
+        self.attention = ActivationUnit(self.width, config.attention_hidden, config.activation)
+        self.history_product = config.history_product
+        deep_in = self.emb.sparse_width + self.width * (3 if self.history_product else 1) + len(specs.dense)
         self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False, activation=config.activation)
+
+    def deep_logit(
+        self, x: Batch, interest: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor, cand: torch.Tensor
+    ) -> torch.Tensor:
+        """(n,) MLP output over the deep input around the attended `interest`."""
+        if self.history_product:
+            mean = (hist * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+            interest = torch.cat([interest, mean, mean * cand], dim=1)
+        return self.deep(self.emb.deep_input(x, interest)).squeeze(-1)
+
+
+class DINNet(AttentionNet):
+    """Deep Interest Network: the candidate attends over the behaviour sequence (weights
+    are not normalised, as in the paper, so the interest's size says how relevant it is;
+    `attention_softmax` normalises them, as the authors' code does). With `item_bias`, the
+    logit adds the candidate item's own bias, as the authors' code does (`item_b`)."""
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
         self.item_bias = config.item_bias
+        self.softmax = config.attention_softmax
+
+    def interest(self, hist: torch.Tensor, mask: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """(n, width): the history steps weighted by the activation unit."""
+        w = self.attention(hist, cand)
+        if self.softmax:
+            w = torch.softmax(w.masked_fill(mask == 0, -1e9), dim=1)
+        return ((w * mask).unsqueeze(-1) * hist).sum(1)
 
     def forward(self, x: Batch) -> torch.Tensor:
         hist, mask, cand = _history(self.emb, x)
-        w = self.attention(hist, cand) * mask
-        interest = (w.unsqueeze(-1) * hist).sum(1)
-        logit = self.deep(self.emb.deep_input(x, interest)).squeeze(-1) + self.emb.bias
+        logit = self.deep_logit(x, self.interest(hist, mask, cand), hist, mask, cand) + self.emb.bias
         if self.item_bias:
             logit = logit + self.emb.candidate_bias(x, self.emb.specs.sequence[0].name)
         return logit.unsqueeze(1)
@@ -313,19 +339,15 @@ class AUGRUCell(nn.Module):
         return (1 - u) * h + u * n
 
 
-class DIENNet(Net):
+class DIENNet(AttentionNet):
     """Deep Interest Evolution Network: a GRU extracts interest states from the history
     (trained with the auxiliary next-behaviour loss), an AUGRU evolves them under the
     candidate's attention, and the final state joins the MLP input."""
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
-        width = len(specs.sequence) * config.embed_dim
-        self.extract = nn.GRUCell(width, width)
-        self.attention = ActivationUnit(width, config.attention_hidden, config.activation)
-        self.evolve = AUGRUCell(width)
-        deep_in = self.emb.sparse_width + width + len(specs.dense)
-        self.deep = mlp([deep_in, *config.hidden, 1], config.dropout, last_activation=False, activation=config.activation)
+        self.extract = nn.GRUCell(self.width, self.width)
+        self.evolve = AUGRUCell(self.width)
 
     def forward(self, x: Batch) -> torch.Tensor:
         hist, mask, cand = _history(self.emb, x)
@@ -351,7 +373,7 @@ class DIENNet(Net):
         h = hist.new_zeros((n, w))
         for t in range(k):
             h = self.evolve(s[:, t], h, att[:, t])
-        return self.deep(self.emb.deep_input(x, h)).squeeze(-1).unsqueeze(1) + self.emb.bias
+        return (self.deep_logit(x, h, hist, mask, cand) + self.emb.bias).unsqueeze(1)
 
 
 class SharedBottomNet(Net):

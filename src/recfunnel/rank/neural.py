@@ -81,6 +81,11 @@ class AttentionConfig(NeuralRankerConfig):
     activation: nets.Activation = Field(
         "relu", description="activation of the attention unit and the MLP: relu, or dice (DIN's data-adaptive PReLU)"
     )
+    history_product: bool = Field(
+        False,
+        description="also feed the MLP the mean-pooled history and its element-wise product with the candidate, "
+        "as the authors' DIN and DIEN code does ([user, item, history sum, item x history sum, attention])",
+    )
 
 
 class DIENConfig(AttentionConfig):
@@ -123,9 +128,19 @@ class WideDeepConfig(NeuralRankerConfig):
 
 
 class DINConfig(AttentionConfig):
-    """DIN (rank.model = "din"): candidate-aware attention over the recent items."""
+    """DIN (rank.model = "din"): candidate-aware attention over the recent items.
 
+    Dice and the pooled-history product are DIN's defaults: with both, its validation AUC
+    is the best of the settings tried on both data sets (README, Ranking)."""
+
+    activation: nets.Activation = Field("dice", description=AttentionConfig.model_fields["activation"].description)
+    history_product: bool = Field(True, description=AttentionConfig.model_fields["history_product"].description)
     item_bias: bool = Field(False, description="add the candidate item's learned bias to the logit (the authors' item_b)")
+    attention_softmax: bool = Field(
+        False,
+        description="normalise the attention weights over the history with a softmax, as the authors' code does "
+        "(the paper leaves them unnormalised, so the interest's size says how much of the history is relevant)",
+    )
 
     dense_buckets: int = Field(
         16, ge=0, description="quantile buckets per dense feature, each embedded as one more field (0 = values only)"
