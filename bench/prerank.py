@@ -4,7 +4,9 @@ One funnel is fitted with `rank.prerank` on; the same fitted stages are then eva
 with the cut on and off (so only the cut differs), and we count the test targets the
 ranker puts in its top 10 on the whole pool that survive the cut.
 
-    PYTHONPATH=src python bench/prerank.py --data /work/shared/data/ml-100k --keep 200
+    PYTHONPATH=src python bench/prerank.py --data /work/shared/data/ml-100k --keep 200 [--model mlp]
+
+Writes bench/results/prerank_<dataset>[_<model>].json and .md (no suffix for the trees).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--keep", type=int, default=200)
+    ap.add_argument("--model", choices=["trees", "mlp"], default="trees", help="the pre-ranker (rank.prerank.model)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
@@ -40,6 +43,7 @@ def main() -> None:
     cfg = load_config(None)
     cfg.rank.prerank.enabled = True
     cfg.rank.prerank.keep = a.keep
+    cfg.rank.prerank.model = a.model
     t = time.perf_counter()
     f = Funnel(cfg).fit(split.fit, progress=not a.quiet)
     fit_s = time.perf_counter() - t
@@ -79,6 +83,8 @@ def main() -> None:
         "test_users": n,
         "pool_size": cfg.merge.pool_size,
         "keep": a.keep,
+        "prerank_model": a.model,
+        "ranker": cfg.rank.model,
         "fit_seconds": fit_s,
         "fit:prerank": f.fit_seconds.get("fit:prerank"),
         "ranker_top10_targets": found,
@@ -90,19 +96,22 @@ def main() -> None:
         "runs": runs,
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    name = f"prerank_{ds.name}"
+    name = f"prerank_{ds.name}" + ("" if a.model == "trees" else f"_{a.model}")
     (a.out / f"{name}.json").write_text(json.dumps(out, indent=2))
     rows = [
-        f"# Pre-rank on {ds.name} (pool {cfg.merge.pool_size} -> keep {a.keep}, ranker {cfg.rank.model})",
+        f"# Pre-rank on {ds.name} ({a.model} pre-ranker, pool {cfg.merge.pool_size} -> keep {a.keep}, "
+        f"ranker {cfg.rank.model})",
         "",
-        "| prerank | NDCG@10 | HR@10 | prerank+hydrate+rank ms/query (batched) |",
-        "|---|---|---|---|",
+        "| prerank | NDCG@10 | HR@10 | prerank ms/query | prerank+hydrate+rank ms/query (batched) |",
+        "|---|---|---|---|---|",
     ]
     for k, r in runs.items():
         ms = sum(v for s, v in r["ms_per_query"].items() if s in ("prerank", "hydrate", "hydrate:pit", "rank"))
-        rows.append(f"| {k} | {r['final']['NDCG@10']:.4f} | {r['final']['HR@10']:.4f} | {ms:.3f} |")
+        pre = r["ms_per_query"].get("prerank", 0.0)
+        rows.append(f"| {k} | {r['final']['NDCG@10']:.4f} | {r['final']['HR@10']:.4f} | {pre:.3f} | {ms:.3f} |")
     rows += [
         "",
+        f"- pre-ranker fit: {out['fit:prerank']:.1f} s",
         f"- targets in the merged pool: HR {out['HR_pool']:.4f}",
         f"- after the pre-rank cut: HR@{a.keep} {kept / n:.4f} (merge order cut: {merge_kept / n:.4f})",
         f"- ranker's top-10 targets on the whole pool: {found}; surviving the cut: {survived}"

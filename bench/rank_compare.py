@@ -38,7 +38,7 @@ from recfunnel.evaluate.protocol import evaluate_fitted  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from rank_tune import example_metrics, fit_with_rows, reuse_recall, swap_ranker  # noqa: E402
-MODELS = ("none", "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
+MODELS = ("none", "lightgbm", "lr", "fm", "ffm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe")
 
 
 def latency(funnel, first) -> dict:

@@ -12,20 +12,21 @@ from recfunnel.query import QueryBatch, history_queries
 KEEP = 50  # of a 150-candidate pool
 
 
-def prerank_config() -> FunnelConfig:
+def prerank_config(model: str = "trees") -> FunnelConfig:
     cfg = FunnelConfig()
     cfg.merge.pool_size = 150
     cfg.rank.negatives_per_query = 60
     cfg.rank.lightgbm.n_estimators = 120
     cfg.rank.prerank.enabled = True
     cfg.rank.prerank.keep = KEEP
+    cfg.rank.prerank.model = model
     return cfg
 
 
-@pytest.fixture(scope="module")
-def fitted(planted_split):
+@pytest.fixture(scope="module", params=["trees", "mlp"])
+def fitted(request, planted_split):
     split, _ = planted_split
-    return Funnel(prerank_config()).fit(split.fit, progress=False)
+    return Funnel(prerank_config(request.param)).fit(split.fit, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def test_cut_keeps_what_the_ranker_finds(planted_split, fitted, batch):
 
 def test_save_load_recommend_identical(planted_split, fitted, batch, tmp_path):
     fitted.save(tmp_path / "f")
-    assert (tmp_path / "f" / "prerank" / "model.txt").is_file()
+    weights = "model.txt" if fitted.config.rank.prerank.model == "trees" else "mlp/model.safetensors"
+    assert (tmp_path / "f" / "prerank" / weights).is_file()
     assert not list((tmp_path / "f").rglob("*.pkl"))
     loaded = Funnel.load(tmp_path / "f")
     a, b = fitted.run(batch).final, loaded.run(batch).final

@@ -20,7 +20,7 @@ PER_QUERY = 16
 def small(name: str, **kw):
     cls = NEURAL_RANKERS[name]
     train = TrainConfig(epochs=6, batch_size=256, learning_rate=3e-3, eval_every=1, patience=2, refit=False, progress=False)
-    extra = {"hidden": [32, 16]} if "hidden" in cls.Config.model_fields and name not in ("lr", "fm") else {}
+    extra = {"hidden": [32, 16]} if "hidden" in cls.Config.model_fields and name not in ("lr", "fm", "ffm") else {}
     return cls(cls.Config(embed_dim=8, train=train, **extra, **kw))
 
 

@@ -22,7 +22,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data sets."
 app.add_typer(data_app, name="data")
 console = Console()
 
-RANKERS = ("lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none")
+RANKERS = ("lightgbm", "lr", "fm", "ffm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none")
 RERANK_PRESETS = ("default", "none", "mmr", "dpp")  # = recfunnel.rerank.config.PRESETS
 
 

@@ -20,6 +20,7 @@ from recfunnel.rank.neural import (
     DeepFMConfig,
     DIENConfig,
     DINConfig,
+    FFMConfig,
     FMConfig,
     GBDTLRConfig,
     LRConfig,
@@ -78,7 +79,7 @@ class RankConfig(_Strict):
     """Rank: the model that orders the merged pool, and how its training rows are made."""
 
     model: Literal[
-        "lightgbm", "lr", "fm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
+        "lightgbm", "lr", "fm", "ffm", "gbdt_lr", "widedeep", "deepfm", "din", "dien", "shared_bottom", "mmoe", "none"
     ] = Field("widedeep", description="'none' keeps the merged recall order; the others read [rank.<model>]")
     train_steps: int = Field(
         10, ge=1, description="last interactions per user held out to build ranker training queries"
@@ -101,6 +102,7 @@ class RankConfig(_Strict):
     lightgbm: LightGBMConfig = LightGBMConfig()
     lr: LRConfig = LRConfig()
     fm: FMConfig = FMConfig()
+    ffm: FFMConfig = FFMConfig()
     gbdt_lr: GBDTLRConfig = GBDTLRConfig()
     widedeep: WideDeepConfig = WideDeepConfig()
     deepfm: DeepFMConfig = DeepFMConfig()

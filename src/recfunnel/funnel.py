@@ -224,7 +224,7 @@ class Funnel:
             t = time.perf_counter()
             in_pool = ~np.isnan(train.features["merge_score"])  # random negatives never reach it
             self.preranker = PreRanker(self.config.rank.prerank).fit(
-                train.take(np.flatnonzero(in_pool)), y[in_pool], self.prerank_feature_names
+                train.take(np.flatnonzero(in_pool)), y[in_pool], self.prerank_feature_names, progress=progress
             )
             train.features.pop("merge_score")
             self.fit_seconds["fit:prerank"] = time.perf_counter() - t

@@ -132,12 +132,12 @@ class FieldEmbeddings(nn.Module):
 
     def sparse(self, x: Batch) -> torch.Tensor:
         """(n, S, d) embeddings of the sparse fields (the dense buckets last)."""
-        out = [self.tables[n](x["sparse"][:, j]) for j, n in enumerate(self.sparse_names)]
+        out = [self.tables[n](x["sparse"][:, j]).unsqueeze(1) for j, n in enumerate(self.sparse_names)]
         if self.n_bucketed:
-            return torch.cat([torch.stack(out, 1)] * bool(out) + [self.bucket_table(x["dense_bucket"] + self.bucket_offset)], 1)
+            out.append(self.bucket_table(x["dense_bucket"] + self.bucket_offset))
         if not out:
             return x["dense"].new_zeros((len(x["dense"]), 0, self.dim))
-        return torch.stack(out, dim=1)
+        return torch.cat(out, dim=1)
 
     def sequence(self, x: Batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, K, d) embeddings of a sequence and its (n, K) mask of real (non-pad) steps."""
@@ -227,6 +227,24 @@ class LRNet(Net):
 class FMNet(Net):
     def forward(self, x: Batch) -> torch.Tensor:
         return (self.emb.first_order(x) + fm_interaction(self.emb.fields(x))).unsqueeze(1)
+
+
+class FFMNet(Net):
+    """Field-aware FM (Juan et al. 2016): each field keeps one vector per other field, and
+    a pair (i, j) interacts through <v_i for field j, v_j for field i>, so a user's vector
+    for items can differ from the one it shows categories. One `FieldEmbeddings` per
+    field holds the vectors every field keeps for it; the first-order term is the base's."""
+
+    def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
+        super().__init__(specs, config)
+        n = self.emb.n_fields
+        self.toward = nn.ModuleList(FieldEmbeddings(specs, config.embed_dim, config.dense_buckets) for _ in range(n))
+        self.register_buffer("pairs", torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1), persistent=False)
+
+    def forward(self, x: Batch) -> torch.Tensor:
+        v = torch.stack([e.fields(x) for e in self.toward], 1)  # [:, j, i] = field i's vector for field j
+        pair = (v * v.transpose(1, 2)).sum(-1)  # [:, j, i] = <v_i for j, v_j for i>
+        return (self.emb.first_order(x) + pair[:, self.pairs].sum(1)).unsqueeze(1)
 
 
 class WideDeepNet(Net):

@@ -119,6 +119,12 @@ class FMConfig(LRConfig):
     """Factorisation machine (rank.model = "fm")."""
 
 
+class FFMConfig(LRConfig):
+    """Field-aware FM (rank.model = "ffm"): a vector per (field, other field) pair."""
+
+    embed_dim: int = Field(4, ge=1, description="size of each field-aware vector (the FFM paper's k = 4)")
+
+
 class DeepFMConfig(NeuralRankerConfig):
     """DeepFM (rank.model = "deepfm"): FM and an MLP on shared embeddings."""
 
@@ -472,6 +478,7 @@ def _ranker(name: str, net: type[nets.Net], config: type[NeuralRankerConfig], do
 LRRanker = _ranker("lr", nets.LRNet, LRConfig, "Logistic regression over one-hot ids, pooled histories and dense features.")
 FMRanker = _ranker("fm", nets.FMNet, FMConfig, "Factorisation machine: LR plus pairwise field interactions.")
 WideDeepRanker = _ranker("widedeep", nets.WideDeepNet, WideDeepConfig, "Wide & Deep: LR (wide) plus an MLP (deep).")
+FFMRanker = _ranker("ffm", nets.FFMNet, FFMConfig, "Field-aware FM: LR plus field-pair interactions.")
 DeepFMRanker = _ranker("deepfm", nets.DeepFMNet, DeepFMConfig, "DeepFM: FM and an MLP sharing embeddings.")
 DINRanker = _ranker("din", nets.DINNet, DINConfig, "DIN: candidate-aware attention over the recent items.")
 DIENRanker = _ranker("dien", nets.DIENNet, DIENConfig, "DIEN: GRU interests (auxiliary loss), AUGRU evolution.")
@@ -569,7 +576,7 @@ class GBDTLRRanker(NeuralRanker):
 NEURAL_RANKERS: dict[str, type[NeuralRanker]] = {
     r.name: r
     for r in (
-        LRRanker, FMRanker, GBDTLRRanker, WideDeepRanker, DeepFMRanker, DINRanker, DIENRanker,
+        LRRanker, FMRanker, FFMRanker, GBDTLRRanker, WideDeepRanker, DeepFMRanker, DINRanker, DIENRanker,
         SharedBottomRanker, MMoERanker,
     )
 }

@@ -4,15 +4,18 @@ The merged pool can hold many hundreds of candidates; hydrating and scoring all 
 with the full ranker is the funnel's costliest step. The pre-ranker reads only columns
 that are already there or cost one array lookup (each channel's score and rank, how many
 channels found the item, the merge's own score, overall popularity), scores the pool
-with a few small trees, and keeps the best `keep` per query. It learns from the ranker's
-own training rows (the next interaction positive, pool candidates negatives), so it is
-trained to keep what the ranker would want to see. Stored as LightGBM text + JSON.
+with a few small trees (`model = "trees"`) or a small MLP (`model = "mlp"`), and keeps the
+best `keep` per query. It learns from the ranker's own training rows (the next interaction
+positive, pool candidates negatives), so it is trained to keep what the ranker would want
+to see. The trees fit binary log loss; the MLP is the neural rankers' Wide&Deep over these
+columns alone and trains with the ranker's own objective (`loss`, listwise by default).
+Stored as LightGBM text or safetensors, with JSON settings.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 import lightgbm as lgb
 import numpy as np
@@ -20,24 +23,44 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recfunnel.candidates import Candidates
 from recfunnel.persist import read_json, write_json
+from recfunnel.features.specs import FeatureSpecs
+from recfunnel.nn.training import TrainConfig
 from recfunnel.rank.base import feature_matrix
+from recfunnel.rank.neural import WideDeepConfig, WideDeepRanker
 
 # columns the funnel adds before pre-ranking (besides the merge's channel columns)
 EXTRA_FEATURES = ["n_channels", "merge_score", "pop_all"]
 
 
+def _mlp_train_default() -> TrainConfig:
+    return TrainConfig(epochs=10, batch_size=2048, learning_rate=3e-3, eval_every=1, patience=2, refit=False, ema_decay=0.999)
+
+
+class PreRankMLPConfig(WideDeepConfig):
+    """The MLP pre-ranker: a small Wide&Deep net over the cheap columns only (values and their buckets)."""
+
+    embed_dim: int = Field(4, ge=1, description="embedding size of each dense feature's bucket")
+    hidden: list[int] = Field([32], description="MLP layer sizes")
+    dense_buckets: int = Field(8, ge=0, description="quantile buckets per column, each embedded as one more field")
+    train: TrainConfig = Field(default_factory=_mlp_train_default)
+
+
 class PreRankConfig(BaseModel):
-    """Pre-rank: a few small trees that cut the merged pool to the ranker's input."""
+    """Pre-rank: a light model over cheap columns that cuts the merged pool to the ranker's input."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(False, description="cut the merged pool before ranking (trained with the ranker)")
     keep: int = Field(200, ge=1, description="candidates per query passed on to the ranker")
+    model: Literal["trees", "mlp"] = Field(
+        "trees", description="'trees': a few small LightGBM trees; 'mlp': a small Wide&Deep net ([rank.prerank.mlp])"
+    )
     n_estimators: int = Field(20, ge=1, description="boosting rounds (binary log-loss on the ranker's rows)")
     learning_rate: float = Field(0.1, gt=0, description="shrinkage per round")
     num_leaves: int = Field(15, ge=2, description="leaves per tree")
     min_child_samples: int = Field(50, ge=1, description="rows a leaf needs at least")
     threads: int = Field(1, ge=1, description="CPU threads for training and scoring")
     seed: int = Field(0, description="LightGBM seed")
+    mlp: PreRankMLPConfig = Field(default_factory=PreRankMLPConfig, description="the MLP pre-ranker (model = 'mlp')")
 
 
 class PreRanker:
@@ -46,10 +69,17 @@ class PreRanker:
     def __init__(self, config: PreRankConfig | None = None) -> None:
         self.config = config or PreRankConfig()
         self.features: list[str] = []
+        self.booster: lgb.Booster | None = None
+        self.net: WideDeepRanker | None = None
 
-    def fit(self, train: Candidates, labels: np.ndarray, features: list[str]) -> Self:
+    def fit(self, train: Candidates, labels: np.ndarray, features: list[str], progress: bool = False) -> Self:
         c = self.config
         self.features = list(features)
+        if c.model == "mlp":
+            self.net = WideDeepRanker(c.mlp).fit(
+                train, labels, self.features, progress=progress, specs=FeatureSpecs(dense=self.features)
+            )
+            return self
         x = feature_matrix(train, self.features)
         params = {
             "objective": "binary",
@@ -68,6 +98,9 @@ class PreRanker:
     def score(self, cands: Candidates) -> np.ndarray:
         if len(cands) == 0:
             return np.empty(0, dtype=np.float32)
+        if self.net is not None:
+            return self.net.score(cands)
+        assert self.booster is not None
         x = feature_matrix(cands, self.features).astype(np.float64)
         return self.booster.predict(x, raw_score=True, num_threads=self.config.threads).astype(np.float32)
 
@@ -77,8 +110,12 @@ class PreRanker:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(directory / "model.txt"))
-        write_json(directory / "config.json", {"features": self.features, **self.config.model_dump()})
+        if self.net is not None:
+            self.net.save(directory / "mlp")
+        else:
+            assert self.booster is not None
+            self.booster.save_model(str(directory / "model.txt"))
+        write_json(directory / "config.json", {"features": self.features, **self.config.model_dump(mode="json")})
 
     @classmethod
     def load(cls, directory: Path) -> Self:
@@ -86,5 +123,8 @@ class PreRanker:
         features = cfg.pop("features")
         p = cls(PreRankConfig.model_validate(cfg))
         p.features = features
-        p.booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        if p.config.model == "mlp":
+            p.net = WideDeepRanker.load(directory / "mlp")
+        else:
+            p.booster = lgb.Booster(model_file=str(directory / "model.txt"))
         return p
