@@ -112,7 +112,7 @@ class MMoEConfig(MultiTaskConfig):
 class LRConfig(NeuralRankerConfig):
     """Logistic regression (rank.model = "lr") over ids, pooled recent items and dense features."""
 
-    hidden: list[int] = Field([], description="unused by LR")
+    hidden: list[int] = Field([], description="unused: no MLP")
 
 
 class FMConfig(LRConfig):

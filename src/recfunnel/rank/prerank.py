@@ -22,9 +22,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from recfunnel.candidates import Candidates
-from recfunnel.persist import read_json, write_json
 from recfunnel.features.specs import FeatureSpecs
 from recfunnel.nn.training import TrainConfig
+from recfunnel.persist import read_json, write_json
 from recfunnel.rank.base import feature_matrix
 from recfunnel.rank.neural import WideDeepConfig, WideDeepRanker
 
