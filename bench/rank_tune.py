@@ -30,6 +30,10 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recfunnel.candidates import Candidates  # noqa: E402
@@ -156,15 +160,21 @@ def swap_ranker(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig) -> 
     return fit_s
 
 
-def run_variant(funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig, examples: bool = False) -> dict:
-    """End-to-end NDCG@10 / HR@10 with `cfg`'s ranker; with `examples`, also its AUC and
-    GAUC on the evaluated step's merged pools (as bench/rank_compare.py reports them)."""
+def run_variant(
+    funnel: Funnel, rows: Rows, split: Split, cfg: FunnelConfig, examples: bool = False, end_to_end: bool = True
+) -> dict:
+    """End-to-end NDCG@10 / HR@10 with `cfg`'s ranker (unless not `end_to_end`); with
+    `examples`, also its AUC and GAUC on the evaluated step's merged pools (as
+    bench/rank_compare.py reports them)."""
     fit_s = swap_ranker(funnel, rows, split, cfg)
-    ev = evaluate_fitted(funnel, split, progress=False)
+    final = ranked = {}
+    if end_to_end:
+        ev = evaluate_fitted(funnel, split, progress=False)
+        final, ranked = ev.result["final"], ev.result["ranked"]
     return {
-        "NDCG@10": ev.result["final"]["NDCG@10"],
-        "HR@10": ev.result["final"]["HR@10"],
-        "ranked_HR@10": ev.result["ranked"]["HR@10"],
+        "NDCG@10": final.get("NDCG@10"),
+        "HR@10": final.get("HR@10"),
+        "ranked_HR@10": ranked.get("HR@10"),
         "fit_s": fit_s,
         "report": getattr(funnel.ranker, "report", {}),
         **({"examples": example_metrics(funnel, split)[0]} if examples else {}),
@@ -215,26 +225,62 @@ def write(results: dict, stem: Path) -> None:
         "| variant | NDCG@10 | HR@10 | ranked HR@10 | AUC | GAUC | best epoch | fit s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for variant, r in sorted(results["variants"].items(), key=lambda kv: -kv[1]["NDCG@10"]):
+    for variant, r in sorted(results["variants"].items(), key=lambda kv: -(kv[1]["NDCG@10"] or 0.0)):
         be, ex = r["report"].get("best_epoch"), r.get("examples", {})
         lines.append(
-            f"| `{variant}` | {r['NDCG@10']:.4f} | {r['HR@10']:.4f} | {r['ranked_HR@10']:.4f} | "
-            + " | ".join("–" if ex.get(k) is None else f"{ex[k]:.4f}" for k in ("AUC", "GAUC"))
+            f"| `{variant}` | "
+            + " | ".join(_cell(v) for v in (r["NDCG@10"], r["HR@10"], r["ranked_HR@10"], ex.get("AUC"), ex.get("GAUC")))
             + f" | {'–' if be is None else int(be)} | {r['fit_s']:.1f} |"
         )
     lines += seed_summary(results["variants"])
+    if seed_plot(results, stem.with_suffix(".png")):
+        lines += ["", f"![AUC per seed]({stem.name}.png)"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def seed_groups(variants: dict[str, dict]) -> dict[str, list[dict]]:
+    """Variants that differ only in `seed=` (no `seed=` counts as the config's seed)."""
+    groups: dict[str, list[dict]] = {}
+    for text, r in variants.items():
+        key = " ".join(p for p in text.split() if not p.startswith("seed="))
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def seed_plot(results: dict, path: Path) -> bool:
+    """One row of dots per setting run with several seeds: each seed's pool AUC, and the
+    mean as a bar, so a gap between settings can be read against the spread of each.
+    False (and no file) where no setting has several seeds with AUC."""
+    rows = [
+        (key, [r["examples"]["AUC"] for r in runs])
+        for key, runs in seed_groups(results["variants"]).items()
+        if len(runs) > 1 and all("AUC" in r.get("examples", {}) for r in runs)
+    ]
+    if not rows:
+        return False
+    rows.sort(key=lambda kv: np.mean(kv[1]))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
+    for i, (_, aucs) in enumerate(rows):
+        ax.scatter(aucs, [i] * len(aucs), s=18, alpha=0.7)
+        ax.plot([np.mean(aucs)] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
+    ax.set_yticks(range(len(rows)), [key for key, _ in rows], fontsize=8)
+    ax.set_xlabel("AUC on the merged pools (dots: seeds, bar: mean)")
+    ax.set_title(f"{results['dataset']}, {results['on']} split", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def seed_summary(variants: dict[str, dict]) -> list[str]:
     """Markdown lines: mean, min and max NDCG@10 (and pool AUC where measured) of variants
     that differ only in `seed=` (no `seed=` counts as the config's seed), for settings run
     with more than one seed."""
-    groups: dict[str, list[dict]] = {}
-    for text, r in variants.items():
-        key = " ".join(p for p in text.split() if not p.startswith("seed="))
-        groups.setdefault(key, []).append(r)
-    rows = [(k, v) for k, v in groups.items() if len(v) > 1]
+    rows = [(k, v) for k, v in seed_groups(variants).items() if len(v) > 1]
     if not rows:
         return []
     lines = [
@@ -244,7 +290,7 @@ def seed_summary(variants: dict[str, dict]) -> list[str]:
         "| setting | seeds | mean NDCG@10 | min | max | mean AUC | min | max |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for key, runs in sorted(rows, key=lambda kv: -float(np.mean([r["NDCG@10"] for r in kv[1]]))):
+    for key, runs in sorted(rows, key=lambda kv: -float(np.mean([r["NDCG@10"] or 0.0 for r in kv[1]]))):
         cells = []
         for values in ([r["NDCG@10"] for r in runs], [r.get("examples", {}).get("AUC") for r in runs]):
             if None in values:
@@ -263,6 +309,9 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="funnel config (default: the shipped default)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--examples", action="store_true", help="also AUC/GAUC on the evaluated step's merged pools")
+    ap.add_argument(
+        "--examples-only", action="store_true", help="AUC/GAUC only: skip the end-to-end pass (about half the time)"
+    )
     args = ap.parse_args()
     ds = load_dataset(args.data)
     split = leave_last_out(ds)
@@ -282,10 +331,11 @@ def main() -> None:
         name, overrides = parse_variant(text)
         cfg = with_overrides(base, name, overrides)
         np.random.seed(0)
-        r = run_variant(funnel, rows, split, cfg, examples=args.examples)
+        examples = args.examples or args.examples_only
+        r = run_variant(funnel, rows, split, cfg, examples=examples, end_to_end=not args.examples_only)
         results["variants"][" ".join(text.split())] = r
         print(
-            f"{text:60s} NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} ranked HR@10 {r['ranked_HR@10']:.4f} "
+            f"{text:60s} NDCG@10 {_cell(r['NDCG@10'])} HR@10 {_cell(r['HR@10'])} ranked HR@10 {_cell(r['ranked_HR@10'])} "
             f"best epoch {r['report'].get('best_epoch', '-')} fit {r['fit_s']:.0f}s "
             + (f"AUC {r['examples']['AUC']:.4f} GAUC {r['examples']['GAUC']:.4f}" if "examples" in r else ""),
             flush=True,
