@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from recfunnel.nn.training import TrainConfig, train
+from recfunnel.rank.nets import Dice
 
 
 def _problem(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,3 +56,29 @@ def test_ema_keeps_the_moving_average_of_the_iterates():
     torch.testing.assert_close(got, avg, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(got, kept[-1])  # not simply the last iterate
     assert result.best_score > -0.6 and raw_result.best_score > -0.6  # both learned the planted rule
+
+
+def test_averaged_weights_get_their_own_batch_norm_statistics():
+    """Dice switches where its batch norm's running mean lies: the averaged weights must
+    carry statistics of their own activations, not the live iterate's."""
+    x, y = _problem()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), Dice(8), torch.nn.Linear(8, 1))
+
+    def epoch_steps(r: np.random.Generator) -> list[np.ndarray]:
+        perm = r.permutation(len(x))
+        return [perm[s : s + 32] for s in range(0, len(perm), 32)]
+
+    def step_loss(net: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
+        i = torch.from_numpy(idx)
+        return torch.nn.functional.binary_cross_entropy_with_logits(net(x[i]).squeeze(-1), y[i])
+
+    def validate(net: torch.nn.Module) -> float:
+        return -float(torch.nn.functional.binary_cross_entropy_with_logits(net(x).squeeze(-1), y))
+
+    cfg = TrainConfig(epochs=2, learning_rate=0.05, eval_every=1, patience=5, ema_decay=0.99, progress=False)
+    train(model, epoch_steps, step_loss, cfg, seed=0, validate=validate)
+    with torch.no_grad():
+        own = model[0](x)  # the kept (averaged) weights' pre-activations over the whole data
+    torch.testing.assert_close(model[1].norm.running_mean, own.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model[1].norm.running_var, own.var(0), rtol=0.1, atol=1e-3)

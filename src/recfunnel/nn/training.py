@@ -91,7 +91,7 @@ def train(
             n += 1
         postfix = {"loss": f"{total / max(n, 1):.4f}"}
         if validate is not None and fixed_epochs is None and epoch % cfg.eval_every == 0:
-            _copy_buffers(kept, model)
+            _own_statistics(kept, model, epoch_steps, step_loss, seed + epoch)
             kept.eval()
             with torch.no_grad():
                 score = validate(kept)
@@ -109,7 +109,7 @@ def train(
         bar.set_postfix(postfix)
     bar.close()
     if best_state is None and averaged is not None:
-        _copy_buffers(kept, model)
+        _own_statistics(kept, model, epoch_steps, step_loss, seed + n_epochs)
         best_state = averaged.module.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -119,13 +119,40 @@ def train(
     return result
 
 
-def _copy_buffers(kept: torch.nn.Module, model: torch.nn.Module) -> None:
-    """The averaged copy takes the live model's buffers (batch-norm running statistics):
-    they are estimates over recent batches already, and averaging integer counters is wrong."""
-    if kept is not model:
-        with torch.no_grad():
-            for b_kept, b in zip(kept.buffers(), model.buffers()):
-                b_kept.copy_(b)
+BN_BATCHES = 100  # training batches that re-estimate the averaged weights' batch-norm statistics
+
+
+def _own_statistics(
+    kept: torch.nn.Module,
+    model: torch.nn.Module,
+    epoch_steps: Callable[[np.random.Generator], list],
+    step_loss: Callable[[torch.nn.Module, object], torch.Tensor],
+    seed: int,
+) -> None:
+    """Give the averaged copy batch-norm statistics of its own, as SWA does (`update_bn`):
+    the live model's running means describe the live weights' activations, not the
+    average's, and Dice (DIN's activation) turns on exactly where that mean lies, so
+    borrowed statistics shift every unit's switch point. Re-estimated over up to
+    BN_BATCHES training batches with only the batch norms in training mode (a cumulative
+    average); without batch norms there is nothing to do."""
+    if kept is model:
+        return
+    norms = [m for m in kept.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was = kept.training
+    kept.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for batch in epoch_steps(np.random.default_rng(seed))[:BN_BATCHES]:
+            step_loss(kept, batch)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    kept.train(was)
 
 
 def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -318,16 +318,21 @@ class DINNet(AttentionNet):
     """Deep Interest Network: the candidate attends over the behaviour sequence (weights
     are not normalised, as in the paper, so the interest's size says how relevant it is;
     `attention_softmax` normalises them, as the authors' code does). With `item_bias`, the
-    logit adds the candidate item's own bias, as the authors' code does (`item_b`)."""
+    logit adds the candidate item's own bias, as the authors' code does (`item_b`); with
+    `recency_keys`, the unit reads each step plus an embedding of how recent it is."""
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
         self.item_bias = config.item_bias
         self.softmax = config.attention_softmax
+        self.recency = None
+        if config.recency_keys and specs.sequence:
+            self.recency = nn.Parameter(torch.zeros(max(s.length for s in specs.sequence), self.width))
 
     def interest(self, hist: torch.Tensor, mask: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """(n, width): the history steps weighted by the activation unit."""
-        w = self.attention(hist, cand)
+        keys = hist if self.recency is None else hist + self.recency[: hist.shape[1]]
+        w = self.attention(keys, cand)
         if self.softmax:
             w = torch.softmax(w.masked_fill(mask == 0, -1e9), dim=1)
         return ((w * mask).unsqueeze(-1) * hist).sum(1)

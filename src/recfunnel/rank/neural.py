@@ -148,6 +148,13 @@ class DINConfig(AttentionConfig):
         "(the paper leaves them unnormalised, so the interest's size says how much of the history is relevant)",
     )
 
+    recency_keys: bool = Field(
+        False,
+        description="add a learned embedding of each step's recency (0 = the latest) to the history the attention "
+        "unit reads, as BST adds positions to its items, so a weight can favour recent items; the attended values "
+        "stay the items' own embeddings",
+    )
+
     dense_buckets: int = Field(
         16, ge=0, description="quantile buckets per dense feature, each embedded as one more field (0 = values only)"
     )
