@@ -189,6 +189,7 @@ def example_metrics(funnel, split) -> tuple[dict, Candidates | None]:
     fit = split.fit
     queries = history_queries(fit, split.users, split.ts, n=funnel.config.n)
     ys, ss, ps, qs, first = [], [], [], [], None
+    lengths = np.fromiter((len(qr.history) for qr in queries), dtype=np.int64, count=len(queries))
     heads = getattr(funnel.ranker, "head_probabilities", None)
     for start in range(0, len(queries), BATCH):
         batch = QueryBatch(queries[start : start + BATCH], fit.n_items)
@@ -210,8 +211,32 @@ def example_metrics(funnel, split) -> tuple[dict, Candidates | None]:
         "AUC": auc(y, s),
         "GAUC": float(gauc(y[keep], s[keep], q[keep])),
         "logloss": logloss(y, np.concatenate(ps)) if ps else None,
+        "by_history": by_history(y, s, q, keep, lengths),
     }
     return out, first
+
+
+HISTORY_BUCKETS = ((1, 3), (4, 7), (8, 19), (20, None))
+
+
+def by_history(y: np.ndarray, s: np.ndarray, q: np.ndarray, keep: np.ndarray, lengths: np.ndarray) -> list[dict]:
+    """AUC and GAUC of the queries whose history holds `lo`..`hi` events: attention has
+    something to choose from only in long histories, so DIN's edge should grow there."""
+    out = []
+    for lo, hi in HISTORY_BUCKETS:
+        in_q = (lengths >= lo) & (lengths <= (hi if hi is not None else np.iinfo(np.int64).max))
+        rows = in_q[q]
+        both = rows & keep
+        out.append(
+            {
+                "history": f"{lo}-{hi}" if hi is not None else f"{lo}+",
+                "queries": int(in_q.sum()),
+                "positives": int(y[rows].sum()),
+                "AUC": auc(y[rows], s[rows]),
+                "GAUC": float(gauc(y[both], s[both], q[both])) if both.any() else float("nan"),
+            }
+        )
+    return out
 
 
 def write(results: dict, stem: Path) -> None:
@@ -232,6 +257,7 @@ def write(results: dict, stem: Path) -> None:
             + " | ".join(_cell(v) for v in (r["NDCG@10"], r["HR@10"], r["ranked_HR@10"], ex.get("AUC"), ex.get("GAUC")))
             + f" | {'–' if be is None else int(be)} | {r['fit_s']:.1f} |"
         )
+    lines += history_table(results["variants"])
     lines += seed_summary(results["variants"])
     if seed_plot(results, stem.with_suffix(".png")):
         lines += ["", f"![AUC per seed]({stem.name}.png)"]
@@ -272,8 +298,29 @@ def seed_plot(results: dict, path: Path) -> bool:
     return True
 
 
+def history_table(variants: dict[str, dict]) -> list[str]:
+    """AUC / GAUC by the length of the query's history, for the variants that measured it."""
+    rows = [(v, r["examples"]["by_history"]) for v, r in variants.items() if r.get("examples", {}).get("by_history")]
+    if not rows:
+        return []
+    buckets = rows[0][1]
+    lines = [
+        "",
+        "By the length of the user's history (events before the target; queries with the target in the pool / all):",
+        "",
+        "| variant | " + " | ".join(f"AUC {b['history']} | GAUC {b['history']}" for b in buckets) + " |",
+        "| --- |" + " ---: | ---: |" * len(buckets),
+        "| queries (with target) | "
+        + " | ".join(f"{b['positives']} / {b['queries']} | " for b in buckets)
+        + " |",
+    ]
+    for v, bs in sorted(rows):
+        lines.append(f"| `{v}` | " + " | ".join(f"{_cell(b['AUC'])} | {_cell(b['GAUC'])}" for b in bs) + " |")
+    return lines
+
+
 def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
+    return "–" if value is None or np.isnan(value) else f"{value:.4f}"
 
 
 def seed_summary(variants: dict[str, dict]) -> list[str]:
