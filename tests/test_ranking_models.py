@@ -295,33 +295,6 @@ def test_din_recency_keys_make_the_interest_depend_on_order(rows, tmp_path):
             np.testing.assert_array_equal(type(model).load(tmp_path / "din").score(test), model.score(test))
 
 
-def test_din_fm_term_adds_deepfm_terms_to_the_logit(rows, tmp_path):
-    """`fm_term`: DeepFM's first-order and FM terms join DIN's logit, so the per-id weights and
-    the FM's field vectors (dense values x a learned vector) move the score; without it they
-    are unused. The model still learns, and saves and loads."""
-    import torch
-
-    cands, label, is_test, _ = rows
-    te = np.flatnonzero(is_test)
-    test = cands.take(te)
-    for on in (True, False):
-        model = _fit("din", rows, fm_term=on)
-        if on:
-            popular = gauc(label[te], test.features["pit_item_count"], test.query)
-            assert gauc(label[te], model.score(test), test.query) > popular + 0.08
-            model.save(tmp_path / "din")
-            np.testing.assert_array_equal(type(model).load(tmp_path / "din").score(test), model.score(test))
-        x = model._inputs(test)
-        net = model.net.eval()
-        with torch.no_grad():
-            before = net(x)
-            for w in net.emb.weights.values():
-                w.weight.mul_(3.0)
-            net.emb.dense_vectors.mul_(3.0)
-            moved = (net(x) - before).abs().max().item()
-        assert (moved > 1e-3) if on else (moved < 1e-6), (on, moved)
-
-
 @pytest.mark.parametrize("name", ["din", "dien"])
 def test_history_product_feeds_the_mlp_the_pooled_history(name, rows, tmp_path):
     """`history_product`: with the attended interest held fixed, the history still reaches the

@@ -319,14 +319,12 @@ class DINNet(AttentionNet):
     are not normalised, as in the paper, so the interest's size says how relevant it is;
     `attention_softmax` normalises them, as the authors' code does). With `item_bias`, the
     logit adds the candidate item's own bias, as the authors' code does (`item_b`); with
-    `recency_keys`, the unit reads each step plus an embedding of how recent it is; with
-    `fm_term`, DeepFM's first-order and FM terms join the logit (DeepFM plus attention)."""
+    `recency_keys`, the unit reads each step plus an embedding of how recent it is."""
 
     def __init__(self, specs: FeatureSpecs, config) -> None:  # noqa: ANN001
         super().__init__(specs, config)
         self.item_bias = config.item_bias
         self.softmax = config.attention_softmax
-        self.fm_term = config.fm_term
         self.recency = None
         if config.recency_keys and specs.sequence:
             self.recency = nn.Parameter(torch.zeros(max(s.length for s in specs.sequence), self.width))
@@ -341,11 +339,7 @@ class DINNet(AttentionNet):
 
     def forward(self, x: Batch) -> torch.Tensor:
         hist, mask, cand = _history(self.emb, x)
-        logit = self.deep_logit(x, self.interest(hist, mask, cand), hist, mask, cand)
-        if self.fm_term:
-            logit = logit + self.emb.first_order(x) + fm_interaction(self.emb.fields(x))
-        else:
-            logit = logit + self.emb.bias
+        logit = self.deep_logit(x, self.interest(hist, mask, cand), hist, mask, cand) + self.emb.bias
         if self.item_bias:
             logit = logit + self.emb.candidate_bias(x, self.emb.specs.sequence[0].name)
         return logit.unsqueeze(1)

@@ -154,11 +154,6 @@ class DINConfig(AttentionConfig):
         "unit reads, as BST adds positions to its items, so a weight can favour recent items; the attended values "
         "stay the items' own embeddings",
     )
-    fm_term: bool = Field(
-        False,
-        description="add DeepFM's first-order and FM terms over the same fields (the mean-pooled history among "
-        "them) to the logit, so DIN differs from DeepFM by the attention alone (a hybrid, not the paper's DIN)",
-    )
 
     dense_buckets: int = Field(
         16, ge=0, description="quantile buckets per dense feature, each embedded as one more field (0 = values only)"
